@@ -1,0 +1,78 @@
+"""One exception tree for the whole bridge.
+
+Callers catch by what they do next::
+
+    BridgeError
+     +-- ConfigError              bad bridge.yaml: exit 1, message names file:line and key path
+     +-- RuleError                bad rule file or a rule failing on one event
+     |    +-- TemplateError       a template could not render for this event (dead-letters one op)
+     +-- SourceError              the change source failed
+     |    +-- SourceUnavailable   cannot connect (exit 2); retried with backoff while running
+     +-- OutboxError              the outbox database failed
+     +-- DeliveryError            a target refused or failed an operation
+          +-- TransientDeliveryError   retry with backoff
+          |    +-- RetryAfter          the API asked us to wait (a signal, not a failure)
+          +-- PermanentDeliveryError   mark the op dead, park later ops of its UID
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid. `problems` holds one `file:line: message` per issue."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+class RuleError(BridgeError):
+    """A rule file is invalid. `problems` holds one `file:line: message` per issue."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+class TemplateError(RuleError):
+    """A template failed to render for one event."""
+
+
+class SourceError(BridgeError):
+    """The change source failed."""
+
+
+class SourceUnavailable(SourceError):
+    """The change source cannot be reached (connection refused, server restarting...)."""
+
+
+class OutboxError(BridgeError):
+    """The outbox database failed."""
+
+
+class DeliveryError(BridgeError):
+    """A target failed to apply an operation."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: connect/read errors, timeouts, 5xx, 408, 409, 425, 429."""
+
+
+class RetryAfter(TransientDeliveryError):
+    """The API asked us to come back after `seconds`."""
+
+    def __init__(self, seconds: float, message: str = "", *, http_status: int | None = None) -> None:
+        super().__init__(message or f"retry after {seconds:g}s", http_status=http_status)
+        self.seconds = seconds
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help: 4xx (other than the transient ones), schema errors."""

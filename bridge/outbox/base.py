@@ -1,0 +1,115 @@
+"""The outbox protocol: durable operations + source checkpoint, committed together.
+
+Required members are listed on `Outbox`. An implementation is used from one thread only;
+the app opens one instance per thread (ingest, delivery, CLI) on the same URL.
+
+Statuses: pending -> inflight -> delivered | pending (retry) | dead; `parked` = waiting behind a
+dead op of the same (target, uid). Ordering key is `seq` (insertion order = source order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bridge.operations import Operation
+
+Status = Literal["pending", "inflight", "delivered", "dead", "parked"]
+STATUSES: tuple[Status, ...] = ("pending", "inflight", "delivered", "dead", "parked")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOp:
+    seq: int
+    op_id: str
+    target: str
+    op: str
+    uid: str
+    rule: str
+    action_index: int
+    position: str
+    payload: dict[str, Any]
+    status: Status
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    last_error: str | None
+    http_status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """What delivery learned about one claimed op. `outcome` decides the new status."""
+
+    seq: int
+    outcome: Literal["delivered", "retry", "dead"]
+    attempts: int
+    now: float
+    next_attempt_at: float = 0.0
+    error: str | None = None
+    http_status: int | None = None
+    remote_id: str | None = None
+
+
+class Outbox(Protocol):
+    def put(self, ops: Sequence[Operation], source: str, checkpoint: str | None, now: float) -> int:
+        """Insert ops (insert-or-ignore by op_id; `op.error` set -> stored dead) and, when
+        `checkpoint` is given, store it for `source`, all in one transaction. New ops of a
+        (target, uid) that has a dead/parked op are stored parked. Returns rows inserted."""
+        ...
+
+    def get_checkpoint(self, source: str) -> str | None: ...
+
+    def claim_due(self, now: float, limit: int, exclude_targets: Sequence[str] = ()) -> list[StoredOp]:
+        """Mark up to `limit` due pending ops inflight and return them, oldest first. Only the
+        head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked."""
+        ...
+
+    def complete(self, results: Sequence[OpResult]) -> None:
+        """Apply results in one transaction; dead parks later pending ops of the same UID;
+        a remote id is stored in the task map."""
+        ...
+
+    def reset_inflight(self) -> int:
+        """Crash recovery: inflight -> pending. Returns how many."""
+        ...
+
+    def next_due_at(self) -> float | None:
+        """Earliest next_attempt_at among pending ops, or None."""
+        ...
+
+    def get(self, op_id: str) -> StoredOp | None: ...
+
+    def list(self, status: Status | None = None, limit: int = 100) -> list[StoredOp]: ...
+
+    def retry(self, op_id: str, now: float) -> bool:
+        """dead/parked op -> pending now (attempts reset), and unpark its UID's later ops."""
+        ...
+
+    def retry_dead(self, now: float) -> int: ...
+
+    def discard(self, op_id: str) -> bool:
+        """Delete a dead/parked/pending op (operator's decision); unparks the UID if it was dead."""
+        ...
+
+    def purge(self, statuses: Sequence[Status], older_than: float) -> int:
+        """Delete ops in `statuses` last updated before `older_than` (epoch seconds)."""
+        ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def oldest_pending_created_at(self) -> float | None: ...
+
+    def get_remote_id(self, target: str, uid: str) -> str | None: ...
+
+    def set_remote_id(self, target: str, uid: str, remote_id: str) -> None: ...
+
+    def get_state(self, key: str) -> str | None:
+        """Small key/value store for cursors and target bookkeeping."""
+        ...
+
+    def set_state(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
