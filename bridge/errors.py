@@ -69,7 +69,9 @@ class TransientDeliveryError(DeliveryError):
 class RetryAfter(TransientDeliveryError):
     """The API asked us to come back after `seconds`."""
 
-    def __init__(self, seconds: float, message: str = "", *, http_status: int | None = None) -> None:
+    def __init__(
+        self, seconds: float, message: str = "", *, http_status: int | None = None
+    ) -> None:
         super().__init__(message or f"retry after {seconds:g}s", http_status=http_status)
         self.seconds = seconds
 

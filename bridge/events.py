@@ -107,7 +107,11 @@ class ChangeEvent:
 
     def source_info(self) -> dict[str, Any]:
         pos = self.position
-        info: dict[str, Any] = {"kind": pos.kind, "commit_time": self.commit_time, "txid": self.txid}
+        info: dict[str, Any] = {
+            "kind": pos.kind,
+            "commit_time": self.commit_time,
+            "txid": self.txid,
+        }
         if pos.lsn is not None:
             info["lsn"] = format_lsn(pos.lsn)
         else:

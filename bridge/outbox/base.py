@@ -62,7 +62,9 @@ class Outbox(Protocol):
 
     def get_checkpoint(self, source: str) -> str | None: ...
 
-    def claim_due(self, now: float, limit: int, exclude_targets: Sequence[str] = ()) -> list[StoredOp]:
+    def claim_due(
+        self, now: float, limit: int, exclude_targets: Sequence[str] = ()
+    ) -> list[StoredOp]:
         """Mark up to `limit` due pending ops inflight and return them, oldest first. Only the
         head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked."""
         ...

@@ -1,0 +1,212 @@
+"""Composition root: config -> source, rules, outbox, targets, ingest, delivery. No globals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bridge.config import BridgeConfig, LoadedConfig
+from bridge.delivery import Delivery
+from bridge.errors import BridgeError, SourceUnavailable
+from bridge.ingest import Ingest
+from bridge.observability import Metrics, MetricsServer, log
+from bridge.outbox import open_outbox
+from bridge.outbox.base import Outbox
+from bridge.outbox.policy import RetryPolicy
+from bridge.rules.engine import RuleEngine
+from bridge.rules.loader import RuleSet, load_rules
+from bridge.sources.postgres.lag import slot_lag_bytes
+from bridge.sources.postgres.source import PostgresSource
+from bridge.targets.base import Target
+from bridge.targets.fragment import FragmentConfig, FragmentTarget
+
+HOUSEKEEPING_INTERVAL_S = 30.0
+EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def build_targets(config: BridgeConfig, client: httpx.AsyncClient) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    for name, cfg in config.targets.items():
+        if isinstance(cfg, FragmentConfig):
+            targets[name] = FragmentTarget(name, cfg, client)
+    return targets
+
+
+def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet:
+    return load_rules(
+        loaded.config.rules,
+        base_dir=loaded.base_dir,
+        config_file=str(loaded.path),
+        config_doc=loaded.doc,
+        targets=targets,
+    )
+
+
+def open_configured_outbox(loaded: LoadedConfig) -> Outbox:
+    return open_outbox(loaded.config.outbox.url, loaded.base_dir)
+
+
+def make_client(config: BridgeConfig) -> httpx.AsyncClient:
+    n = config.delivery.concurrency
+    return httpx.AsyncClient(
+        timeout=config.delivery.timeout,
+        limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+    )
+
+
+@dataclass
+class _Shared:
+    """State the ingest thread and the event loop share."""
+
+    stop_thread: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class App:
+    def __init__(self, loaded: LoadedConfig, logger: logging.Logger) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.log = logger
+        self.metrics = Metrics()
+
+    def run(self, metrics_port: int | None = None) -> int:
+        return asyncio.run(self._main(metrics_port))
+
+    async def _main(self, metrics_port: int | None) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        shared = _Shared()
+
+        def request_stop(signame: str) -> None:
+            if not stop.is_set():
+                log(self.log, logging.INFO, "shutdown.requested", signal=signame)
+            shared.stop_thread.set()
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop, sig.name)
+
+        client = make_client(self.config)
+        outbox = open_configured_outbox(self.loaded)
+        server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
+        try:
+            targets = build_targets(self.config, client)
+            engine = RuleEngine(load_ruleset(self.loaded, targets))
+            reset = outbox.reset_inflight()
+            if reset:
+                log(self.log, logging.INFO, "outbox.recovered", inflight_reset=reset)
+            retry = self.config.delivery.retry
+            delivery = Delivery(
+                outbox,
+                targets,
+                RetryPolicy(
+                    retry.max_attempts, retry.initial_backoff, retry.max_backoff, retry.max_age
+                ),
+                concurrency=self.config.delivery.concurrency,
+                rate_limits={
+                    n: t.rate_limit for n, t in self.config.targets.items() if t.rate_limit
+                },
+                logger=self.log,
+                metrics=self.metrics,
+                shutdown_grace=self.config.delivery.shutdown_grace,
+            )
+            thread = threading.Thread(
+                target=self._ingest_thread,
+                name="ingest",
+                args=(engine, delivery, shared, lambda: loop.call_soon_threadsafe(stop.set)),
+            )
+            if server is not None:
+                server.start()
+                log(self.log, logging.INFO, "metrics.listening", port=server.port)
+            thread.start()
+            self.metrics.ready = True
+            housekeeping = asyncio.create_task(self._housekeeping(outbox, stop))
+            await delivery.run(stop)
+            shared.stop_thread.set()
+            await asyncio.to_thread(thread.join)
+            housekeeping.cancel()
+        finally:
+            self.metrics.ready = False
+            await client.aclose()
+            outbox.close()
+            if server is not None:
+                server.stop()
+        return self._exit_code(shared.error)
+
+    def _exit_code(self, error: BaseException | None) -> int:
+        if error is None:
+            log(self.log, logging.INFO, "shutdown", exit_code=EXIT_OK)
+            return EXIT_OK
+        code = (
+            EXIT_UNAVAILABLE
+            if isinstance(error, SourceUnavailable)
+            else (EXIT_INVALID if isinstance(error, BridgeError) else EXIT_INTERNAL)
+        )
+        log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
+        return code
+
+    def _ingest_thread(
+        self, engine: RuleEngine, delivery: Delivery, shared: _Shared, stop_loop: Any
+    ) -> None:
+        pg = self.config.source.postgres
+        assert pg is not None  # validated by SourceConfig
+        outbox = open_configured_outbox(self.loaded)
+        source = PostgresSource(
+            pg.dsn.get_secret_value(),
+            pg.slot,
+            pg.publication,
+            engine.ruleset.tables(),
+            status_interval=pg.status_interval,
+            logger=self.log,
+        )
+        ingest = Ingest(
+            source, engine, outbox, logger=self.log, metrics=self.metrics, on_enqueued=delivery.wake
+        )
+        try:
+            ingest.run(shared.stop_thread)
+        except BaseException as exc:
+            shared.error = exc
+            if not isinstance(exc, BridgeError):
+                self.log.exception("ingest.crashed")
+        finally:
+            outbox.close()
+            stop_loop()
+
+    async def _housekeeping(self, outbox: Outbox, stop: asyncio.Event) -> None:
+        """Outbox gauges, retention purge and slot lag, every few seconds."""
+        pg = self.config.source.postgres
+        while not stop.is_set():
+            counts = outbox.counts()
+            for status, n in counts.items():
+                self.metrics.outbox.labels(status).set(n)
+            purged = outbox.purge(["delivered"], time.time() - self.config.outbox.retention)
+            if purged:
+                log(self.log, logging.INFO, "outbox.purged", ops=purged)
+            if pg is not None:
+                try:
+                    lag = await asyncio.to_thread(
+                        slot_lag_bytes, pg.dsn.get_secret_value(), pg.slot
+                    )
+                except SourceUnavailable:
+                    lag = None
+                if lag is not None:
+                    level = logging.WARNING if lag > pg.lag_warn_bytes else logging.DEBUG
+                    log(
+                        self.log,
+                        level,
+                        "slot.lag",
+                        slot=pg.slot,
+                        lag_bytes=lag,
+                        threshold_bytes=pg.lag_warn_bytes,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL_S)

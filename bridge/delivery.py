@@ -1,0 +1,318 @@
+"""claim due ops -> target.send -> delivered | retry | dead, one op at a time per (target, UID).
+
+Asyncio with one shared `httpx.AsyncClient` (owned by the app). Ordering per task (G4) comes
+from the outbox: only the head op of each (target, uid) can be claimed, and it stays `inflight`
+until its result is committed. Failure isolation (G5): a permanent error kills one op and parks
+its UID's later ops; transient errors retry with backoff and `Retry-After`. Per-target pacing is
+a leaky bucket (aiolimiter) shared by all requests to that target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from aiolimiter import AsyncLimiter
+
+from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from bridge.observability import Metrics, log
+from bridge.outbox.base import OpResult, Outbox, StoredOp
+from bridge.outbox.policy import RetryPolicy
+from bridge.targets.base import Target
+
+IDLE_POLL_S = 1.0
+STATS_INTERVAL_S = 10.0
+BREAKER_THRESHOLD = 5
+"""Consecutive transient failures of a target before its claims pause (a down API is not
+hammered with every queued op; one probe goes out when the pause ends)."""
+
+
+class _TargetHealth:
+    __slots__ = ("failures", "paused_until")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.paused_until = 0.0
+
+
+class Delivery:
+    def __init__(
+        self,
+        outbox: Outbox,
+        targets: Mapping[str, Target],
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        rate_limits: Mapping[str, float],
+        logger: logging.Logger,
+        metrics: Metrics,
+        shutdown_grace: float = 15.0,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.targets = targets
+        self.policy = policy
+        self.concurrency = concurrency
+        self.log = logger
+        self.metrics = metrics
+        self.shutdown_grace = shutdown_grace
+        self.clock = clock
+        self.rng = rng or random.Random()
+        # 1 token per 1/rate seconds, capacity 1: no bursts above the documented limit.
+        self.limiters = {name: AsyncLimiter(1, 1.0 / rate) for name, rate in rate_limits.items()}
+        self.per_target_cap = {
+            name: max(1, min(concurrency, math.ceil(rate * 2)))
+            for name, rate in rate_limits.items()
+        }
+        self._health: dict[str, _TargetHealth] = {name: _TargetHealth() for name in targets}
+        self._tasks: dict[asyncio.Task[OpResult], StoredOp] = {}
+        self._results: list[OpResult] = []
+        self._kick = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stats: Counter[str] = Counter()
+        self._stats_t = time.monotonic()
+
+    def wake(self) -> None:
+        """Thread-safe: new ops were enqueued."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._kick.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        stop_task = asyncio.ensure_future(stop.wait())
+        stop_task.add_done_callback(lambda _: self._kick.set())
+        try:
+            while not stop.is_set():
+                self._commit_results()
+                claimed = self._claim()
+                self._report()
+                if claimed and len(self._tasks) < self.concurrency:
+                    await asyncio.sleep(0)
+                    continue
+                await self._wait_for_work()
+        finally:
+            stop_task.cancel()
+            await self._drain()
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _claim(self) -> int:
+        free = self.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        busy = Counter(op.target for op in self._tasks.values())
+        now = self.clock()
+        exclude = [t for t, cap in self.per_target_cap.items() if busy[t] >= cap]
+        exclude += [t for t, h in self._health.items() if h.paused_until > now]
+        ops = self.outbox.claim_due(now, free, exclude)
+        for op in ops:
+            task = asyncio.create_task(self._deliver(op))
+            self._tasks[task] = op
+            task.add_done_callback(self._on_done)
+        return len(ops)
+
+    def _on_done(self, task: asyncio.Task[OpResult]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled():
+            self._results.append(task.result())
+        self._kick.set()
+
+    async def _wait_for_work(self) -> None:
+        timeout = IDLE_POLL_S
+        if len(self._tasks) < self.concurrency:
+            due = self.outbox.next_due_at()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self.clock()))
+        if timeout > 0 and not self._kick.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout)
+        self._kick.clear()
+
+    def _commit_results(self) -> None:
+        if self._results:
+            results, self._results = self._results, []
+            self.outbox.complete(results)
+
+    async def _drain(self) -> None:
+        """Let in-flight requests finish (bounded), then commit what they learned (G7)."""
+        if self._tasks:
+            log(self.log, logging.INFO, "delivery.draining", inflight=len(self._tasks))
+            _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
+            now = self.clock()
+            for task in pending:
+                op = self._tasks.get(task)
+                task.cancel()
+                if op is not None:
+                    self._results.append(
+                        OpResult(
+                            op.seq,
+                            "retry",
+                            op.attempts,
+                            now,
+                            next_attempt_at=now,
+                            error="interrupted by shutdown",
+                        )
+                    )
+            if pending:
+                await asyncio.wait(pending)
+        self._commit_results()
+
+    # -- one operation -------------------------------------------------------------------------
+
+    async def _deliver(self, op: StoredOp) -> OpResult:
+        target = self.targets.get(op.target)
+        attempts = op.attempts + 1
+        if target is None:
+            return self._dead(op, attempts, f"unknown target '{op.target}'", None)
+        limiter = self.limiters.get(op.target)
+        if limiter is not None:
+            await limiter.acquire()
+        started = time.monotonic()
+        try:
+            delivered = await target.send(op)
+        except PermanentDeliveryError as exc:
+            return self._dead(op, attempts, str(exc), exc.http_status)
+        except TransientDeliveryError as exc:
+            retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
+            return self._retry(op, attempts, str(exc), exc.http_status, retry_after)
+        except Exception as exc:  # a bug in a target must not lose the op: retry it, loudly
+            self.log.exception(
+                "target.error", extra={"ctx": {"target": op.target, "op_id": op.op_id}}
+            )
+            return self._retry(op, attempts, f"internal error: {exc!r}", None, None)
+        latency = time.monotonic() - started
+        self._target_ok(op.target)
+        self.metrics.delivered.labels(op.target).inc()
+        self.metrics.latency.labels(op.target).observe(latency)
+        self._stats["delivered"] += 1
+        if self.log.isEnabledFor(logging.DEBUG):
+            log(
+                self.log,
+                logging.DEBUG,
+                "op.delivered",
+                target=op.target,
+                uid=op.uid,
+                op=op.op,
+                op_id=op.op_id,
+                rule=op.rule,
+                attempt=attempts,
+                http_status=delivered.http_status,
+                latency_ms=round(latency * 1000, 1),
+            )
+        return OpResult(
+            op.seq,
+            "delivered",
+            attempts,
+            self.clock(),
+            http_status=delivered.http_status,
+            remote_id=delivered.remote_id,
+        )
+
+    def _retry(
+        self,
+        op: StoredOp,
+        attempts: int,
+        error: str,
+        http_status: int | None,
+        retry_after: float | None,
+    ) -> OpResult:
+        now = self.clock()
+        self._target_failed(op.target, now)
+        delay = self.policy.decide(attempts, op.created_at, now, retry_after, self.rng)
+        if delay is None:
+            return self._dead(
+                op, attempts, f"gave up after {attempts} attempts: {error}", http_status
+            )
+        self.metrics.retries.labels(op.target).inc()
+        self._stats["retried"] += 1
+        log(
+            self.log,
+            logging.INFO,
+            "op.retry",
+            target=op.target,
+            uid=op.uid,
+            op=op.op,
+            op_id=op.op_id,
+            rule=op.rule,
+            attempt=attempts,
+            http_status=http_status,
+            error=error,
+            retry_in_s=round(delay, 3),
+        )
+        return OpResult(
+            op.seq,
+            "retry",
+            attempts,
+            now,
+            next_attempt_at=now + delay,
+            error=error,
+            http_status=http_status,
+        )
+
+    def _dead(self, op: StoredOp, attempts: int, reason: str, http_status: int | None) -> OpResult:
+        self.metrics.dead.labels(op.target).inc()
+        self._stats["dead"] += 1
+        log(
+            self.log,
+            logging.WARNING,
+            "op.dead",
+            target=op.target,
+            uid=op.uid,
+            op=op.op,
+            op_id=op.op_id,
+            rule=op.rule,
+            attempt=attempts,
+            http_status=http_status,
+            reason=reason,
+        )
+        return OpResult(
+            op.seq, "dead", attempts, self.clock(), error=reason, http_status=http_status
+        )
+
+    def _target_ok(self, name: str) -> None:
+        health = self._health.get(name)
+        if health is not None and health.failures:
+            if health.failures >= BREAKER_THRESHOLD:
+                log(self.log, logging.INFO, "target.resumed", target=name)
+            health.failures = 0
+            health.paused_until = 0.0
+
+    def _target_failed(self, name: str, now: float) -> None:
+        health = self._health.get(name)
+        if health is None:
+            return
+        health.failures += 1
+        excess = health.failures - BREAKER_THRESHOLD
+        if excess >= 0:
+            pause = min(self.policy.max_backoff, self.policy.initial_backoff * 2 ** min(excess, 30))
+            health.paused_until = now + pause
+            log(
+                self.log,
+                logging.WARNING,
+                "target.paused",
+                target=name,
+                consecutive_failures=health.failures,
+                retry_in_s=round(pause, 3),
+            )
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._stats_t < STATS_INTERVAL_S:
+            return
+        if self._stats:
+            log(
+                self.log,
+                logging.INFO,
+                "delivery.progress",
+                inflight=len(self._tasks),
+                **dict(self._stats),
+            )
+        self._stats.clear()
+        self._stats_t = now

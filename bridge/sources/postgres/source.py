@@ -1,0 +1,153 @@
+"""The Postgres source: publication + slot setup, pgoutput stream, acknowledgements (G1, G9)."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Sequence
+
+import psycopg
+
+from bridge.errors import SourceError, SourceUnavailable
+from bridge.events import format_lsn, parse_lsn
+from bridge.observability import log
+from bridge.sources.base import Commit, Idle, SourceItem
+from bridge.sources.postgres.pgoutput import PgOutputDecoder
+from bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, ReplicationStream, describe
+from bridge.sources.postgres.slot import ensure_publication, ensure_slot, primary_keys
+
+ACK_MIN_INTERVAL_S = 0.1
+_XLOG = struct.Struct(">QQq")
+_KEEPALIVE = struct.Struct(">QqB")
+
+
+class PostgresSource:
+    """Reads a pgoutput slot. `status_interval`: how often to report our position (and, when
+    the stream is quiet, ask the server for a keepalive so idle positions can be confirmed)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        publication: str,
+        tables: Sequence[str],
+        status_interval: float = 10.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.slot = slot
+        self.publication = publication
+        self.tables = list(tables)
+        self.status_interval = status_interval
+        self.log = logger or logging.getLogger("bridge")
+        self.name = f"postgres:{slot}"
+        self.stream: ReplicationStream | None = None
+        self.decoder = PgOutputDecoder()
+        self.received = 0
+        self.acked = 0
+        self._status_sent_at = 0.0
+        self._status_dirty = False
+        self._last_message_at = 0.0
+
+    # -- Source protocol -----------------------------------------------------------------------
+
+    def open(self, checkpoint: str | None) -> None:
+        start = parse_lsn(checkpoint) if checkpoint else 0
+        try:
+            with psycopg.connect(
+                self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as conn:
+                if ensure_publication(conn, self.publication, self.tables):
+                    log(
+                        self.log,
+                        logging.INFO,
+                        "publication.updated",
+                        publication=self.publication,
+                        tables=self.tables,
+                    )
+                if ensure_slot(conn, self.slot):
+                    log(self.log, logging.INFO, "slot.created", slot=self.slot)
+                keys = primary_keys(conn, self.publication)
+        except psycopg.OperationalError as exc:
+            raise SourceUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
+        except psycopg.Error as exc:
+            raise SourceError(f"setting up publication/slot failed: {describe(exc)}") from exc
+        self.decoder = PgOutputDecoder(keys)
+        self.stream = ReplicationStream(self.dsn)
+        self.stream.start(self.slot, self.publication, start)
+        self.received = self.acked = start
+        self._last_message_at = time.monotonic()
+        self._status_sent_at = 0.0
+
+    def read(self, max_items: int, timeout: float) -> list[SourceItem]:
+        stream = self._stream()
+        items: list[SourceItem] = []
+        deadline = time.monotonic() + timeout
+        decode = self.decoder.decode
+        while len(items) < max_items:
+            wait = 0.0 if items else max(0.0, deadline - time.monotonic())
+            msg = stream.read(wait)
+            if msg is None:
+                if items or time.monotonic() >= deadline:
+                    break
+                continue
+            self._last_message_at = time.monotonic()
+            kind = msg[0]
+            if kind == 0x77:  # 'w' XLogData
+                data_start = _XLOG.unpack_from(msg, 1)[0]
+                if data_start > self.received:
+                    self.received = data_start
+                items.extend(decode(msg[25:]))
+            elif kind == 0x6B:  # 'k' keepalive
+                wal_end, _ts, reply = _KEEPALIVE.unpack_from(msg, 1)
+                if not self.decoder.in_transaction:
+                    self.received = max(self.received, wal_end)
+                    items.append(Idle(format_lsn(wal_end)))
+                if reply:
+                    self._send_status()
+        self._maybe_send_status()
+        return items
+
+    def ack(self, position: str) -> None:
+        lsn = parse_lsn(position)
+        if lsn > self.acked:
+            self.acked = lsn
+            self._status_dirty = True
+            self._maybe_send_status()
+
+    def close(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            if self.stream.conn is not None and not self.stream.conn.closed:
+                self._send_status()
+        except SourceUnavailable:
+            pass  # the connection is already gone; the stored checkpoint is what counts
+        finally:
+            self.stream.close()
+            self.stream = None
+
+    # -- status updates ------------------------------------------------------------------------
+
+    def _stream(self) -> ReplicationStream:
+        if self.stream is None:
+            raise SourceError("the Postgres source is not open")
+        return self.stream
+
+    def _send_status(self, reply: bool = False) -> None:
+        self._stream().send_status(max(self.received, self.acked), self.acked, reply)
+        self._status_sent_at = time.monotonic()
+        self._status_dirty = False
+
+    def _maybe_send_status(self) -> None:
+        now = time.monotonic()
+        since = now - self._status_sent_at
+        if self._status_dirty and since >= ACK_MIN_INTERVAL_S:
+            self._send_status()
+        elif since >= self.status_interval:
+            # quiet stream: ask for a keepalive, whose position we can confirm when idle (G9)
+            self._send_status(reply=now - self._last_message_at >= self.status_interval)
+
+
+__all__ = ["Commit", "Idle", "PostgresSource"]

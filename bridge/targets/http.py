@@ -1,0 +1,102 @@
+"""The one place that knows httpx's exceptions and HTTP status codes.
+
+Foreign errors are translated once, here, into `bridge.errors`: transient ones retry, a 429 or
+a `Retry-After` becomes the `RetryAfter` signal, the rest are permanent. Messages never carry
+request headers (the token lives there, G8).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from bridge.durations import Duration, Rate
+from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+BODY_EXCERPT_CHARS = 300
+
+
+class TargetConfigBase(BaseModel):
+    """Keys every target takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    base_url: str
+    rate_limit: Rate | None = None
+    timeout: Duration | None = None
+
+
+def user_agent() -> str:
+    try:
+        return f"task-bridge/{version('task-bridge')}"
+    except PackageNotFoundError:
+        return "task-bridge/dev"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _excerpt(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:BODY_EXCERPT_CHARS] + ("..." if len(text) > BODY_EXCERPT_CHARS else "")
+
+
+def check_response(response: httpx.Response) -> httpx.Response:
+    """2xx -> the response; anything else -> the matching delivery error."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    where = f"{response.request.method} {response.request.url.path}"
+    message = f"HTTP {status} from {where}: {_excerpt(response)}".rstrip(": ")
+    transient = status >= 500 or status in TRANSIENT_STATUSES
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if transient and retry_after is not None:
+        raise RetryAfter(retry_after, message, http_status=status)
+    if transient:
+        raise TransientDeliveryError(message, http_status=status)
+    raise PermanentDeliveryError(message, http_status=status)
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    content: str | bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> httpx.Response:
+    """Send one request; translate transport errors and statuses into delivery errors."""
+    where = f"{method} {httpx.URL(url).path}"
+    try:
+        response = await client.request(
+            method,
+            url,
+            content=content,
+            headers=headers,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        )
+    except httpx.TimeoutException as exc:
+        raise TransientDeliveryError(f"{where}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return check_response(response)

@@ -1,0 +1,199 @@
+"""A throwaway Postgres cluster (`wal_level=logical`) for tests, `make demo` and benchmarks.
+
+Runs the server binaries as the `postgres` OS user when we are root (the server refuses root),
+in a directory that user owns, on a free loopback port. Never touches a system cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+READY_TIMEOUT_S = 60.0
+DEFAULT_SETTINGS = {
+    "wal_level": "logical",
+    "max_wal_senders": "20",
+    "max_replication_slots": "20",
+    "listen_addresses": "127.0.0.1",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_sender_timeout": "60s",
+    "timezone": "UTC",
+    "log_min_messages": "warning",
+}
+
+
+class ClusterError(RuntimeError):
+    """The throwaway cluster could not be set up."""
+
+
+def find_bindir() -> Path:
+    """Directory of initdb/pg_ctl: `pg_config --bindir`, else /usr/lib/postgresql/*/bin."""
+    candidates: list[str] = []
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        candidates.append(out.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise ClusterError(
+        "Postgres server binaries (initdb, pg_ctl) not found: run scripts/ensure-postgres.sh "
+        "or `apt-get install -y postgresql`"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TempCluster:
+    def __init__(
+        self, base_dir: Path | None = None, extra_settings: dict[str, str] | None = None
+    ) -> None:
+        self.bindir = find_bindir()
+        self._own_dir = base_dir is None
+        self.base_dir = (
+            Path(tempfile.mkdtemp(prefix="bridge-pg-")) if base_dir is None else base_dir
+        )
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = self.base_dir / "sock"
+        self.port = free_port()
+        self.settings = {**DEFAULT_SETTINGS, **(extra_settings or {})}
+        self._as_root = os.geteuid() == 0
+        self._initialised = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result
+
+    def _init(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if self._as_root:
+            shutil.chown(self.base_dir, "postgres", "postgres")
+            shutil.chown(self.socket_dir, "postgres", "postgres")
+            # the postgres user must be able to reach the directory
+            for parent in self.base_dir.parents:
+                if parent == Path("/"):
+                    break
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o001)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
+        self._initialised = True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._initialised:
+            self._init()
+        opts = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
+        opts += f" -c port={self.port} -c unix_socket_directories={self.socket_dir}"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.base_dir / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            str(int(READY_TIMEOUT_S)),
+            "start",
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            result = self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"Postgres did not become ready: {self.server_log()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.data_dir.exists() and (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop", check=False)
+
+    def kill(self) -> None:
+        """Immediate stop (crash-like; the next start runs recovery)."""
+        self.stop("immediate")
+
+    def restart(self) -> None:
+        self.stop("fast")
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def server_log(self) -> str:
+        try:
+            return (self.base_dir / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- connection strings --------------------------------------------------------------------
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()

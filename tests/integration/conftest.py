@@ -1,0 +1,184 @@
+"""Fixtures for end-to-end tests: a fresh database, the fake Fragment API, a bridge process."""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from bridge.fakes.fragment import FakeFragment
+
+from tests.support.bridge_proc import BridgeProcess
+
+TOKEN = "s3cr3t-fragment-token"
+
+ORDERS_DDL = """
+CREATE TABLE public.orders (
+    id          bigint PRIMARY KEY,
+    status      text NOT NULL,
+    amount      numeric(12, 2),
+    created_at  timestamptz,
+    customer    text,
+    tags        text[],
+    meta        jsonb,
+    ref         uuid,
+    note        text
+);
+ALTER TABLE public.orders REPLICA IDENTITY FULL;
+"""
+
+ORDER_RULES = """
+rules:
+  - name: review
+    table: public.orders
+    on: [insert, update]
+    when: after.status == 'paid'
+    actions:
+      - op: upsert
+        target: fragment
+        uid: "order-{{ after.id }}"
+        task:
+          due_at: "{{ after.created_at + timedelta(hours=24) }}"
+          fields:
+            title: "Review order #{{ after.id }}"
+            amount: "{{ after.amount }}"
+            created_at: "{{ after.created_at }}"
+            customer: "{{ after.customer }}"
+            tags: "{{ after.tags }}"
+            meta: "{{ after.meta }}"
+            ref: "{{ after.ref }}"
+            note: "{{ after.note }}"
+  - name: close
+    table: public.orders
+    on: [update, delete]
+    when: op == 'delete' or after.status == 'shipped'
+    actions:
+      - {op: close, target: fragment, uid: "order-{{ row.id }}"}
+"""
+
+
+@dataclass
+class BridgeEnv:
+    """One test's world: database, fake API, work dir with bridge.yaml and rules."""
+
+    dsn: str
+    fake: FakeFragment
+    workdir: Path
+    slot: str = "test_bridge"
+    processes: list[BridgeProcess] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "bridge.yaml"
+
+    def write_config(
+        self, rules: str = ORDER_RULES, delivery: str = "", target: str = "", source: str = ""
+    ) -> Path:
+        (self.workdir / "rules").mkdir(exist_ok=True)
+        (self.workdir / "rules" / "rules.yaml").write_text(textwrap.dedent(rules))
+        self.config_path.write_text(
+            f"""source:
+  postgres:
+    dsn: "{self.dsn}"
+    slot: {self.slot}
+    publication: {self.slot}
+    status_interval: 500ms
+{textwrap.indent(textwrap.dedent(source), "    ")}
+outbox:
+  url: sqlite:///outbox.db
+delivery:
+  concurrency: 16
+  timeout: 2s
+  shutdown_grace: 10s
+  retry: {{initial_backoff: 50ms, max_backoff: 1s, max_attempts: 50}}
+{textwrap.indent(textwrap.dedent(delivery), "  ")}
+targets:
+  fragment:
+    kind: fragment
+    base_url: {self.fake.url}
+    token: ${{FRAGMENT_TOKEN}}
+{textwrap.indent(textwrap.dedent(target), "    ")}
+rules: rules/
+"""
+        )
+        return self.config_path
+
+    def bridge(self) -> BridgeProcess:
+        if not self.config_path.exists():
+            self.write_config()
+        proc = BridgeProcess(self.config_path, self.workdir / "bridge.log")
+        self.processes.append(proc)
+        return proc
+
+    def sql(self, *statements: str, params: Any = None) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement, params)
+
+    def query(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    def outbox_rows(self, where: str = "1=1") -> list[dict[str, Any]]:
+        path = self.workdir / "outbox.db"
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute(f"SELECT * FROM ops WHERE {where} ORDER BY seq")]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def outbox_count(self, where: str = "1=1") -> int:
+        path = self.workdir / "outbox.db"
+        if not path.exists():
+            return 0
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM ops WHERE {where}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+
+    def confirmed_flush_lsn(self) -> int | None:
+        rows = self.query(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots"
+            " WHERE slot_name = %s",
+            (self.slot,),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+@pytest.fixture
+def fake_fragment() -> Iterator[FakeFragment]:
+    with FakeFragment(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def bridge_env(
+    pg_dsn: str, fake_fragment: FakeFragment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BridgeEnv]:
+    monkeypatch.setenv("FRAGMENT_TOKEN", TOKEN)
+    env = BridgeEnv(dsn=pg_dsn, fake=fake_fragment, workdir=tmp_path)
+    env.sql(ORDERS_DDL)
+    try:
+        yield env
+    finally:
+        for proc in env.processes:
+            proc.stop()
+        # drop the slot so the throwaway cluster does not retain WAL for it
+        env.sql(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = %s AND NOT active",
+            params=(env.slot,),
+        )
