@@ -151,12 +151,9 @@ def expand_env(data: Any, doc: YamlDoc, env: Mapping[str, str], path: KeyPath = 
 
 
 def _problem(doc: YamlDoc, loc: tuple[Any, ...], msg: str, err_type: str) -> str:
-    path: list[str | int] = []
-    for part in loc:
-        if isinstance(part, str) and part in TARGET_KINDS and path[:1] == ["targets"]:
-            continue  # discriminator tag pydantic inserts; not a key the user wrote
-        if isinstance(part, str | int):
-            path.append(part)
+    path: list[str | int] = [p for p in loc if isinstance(p, str | int)]
+    if len(path) > 2 and path[0] == "targets" and path[2] in TARGET_KINDS:
+        del path[2]  # the discriminator tag pydantic inserts; not a key the user wrote
     if err_type == "extra_forbidden":
         msg = f"unknown key{did_you_mean(str(path[-1]), _known_keys(tuple(path[:-1])))}"
     elif err_type == "missing":

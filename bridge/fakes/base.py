@@ -83,6 +83,7 @@ class FakeApi:
         self._ledger: list[dict[str, Any]] = []
         self._recent: deque[float] = deque()
         self.rate_limited = 0
+        self.inflight = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -153,6 +154,15 @@ class FakeApi:
 
     def handle(self, request: Request, arrived: float) -> Response | None:
         """The response to send, or None to drop the connection without answering."""
+        with self.lock:
+            self.inflight += 1
+        try:
+            return self._handle(request, arrived)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+    def _handle(self, request: Request, arrived: float) -> Response | None:
         fault = self._take_fault(request.method, request.path)
         if fault is not None and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)  # the fake simulating a slow API

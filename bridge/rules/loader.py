@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -132,12 +133,22 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
 def _validation_problems(
     entry: _Entry, exc: ValidationError, rule: str | None, problems: _Problems
 ) -> None:
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+    errors = [(tuple(p for p in e["loc"] if isinstance(p, str | int)), e) for e in exc.errors()]
+    # an unknown key that is a typo of a missing one is reported once, as the typo
+    suggested = {
+        (loc[:-1], m[0])
+        for loc, e in errors
+        if e["type"] == "extra_forbidden"
+        for m in [difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), 1, 0.6)]
+        if m
+    }
+    for loc, err in errors:
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             message = f"unknown key{did_you_mean(key, _known_keys(loc[:-1]))}"
         elif err["type"] == "missing":
+            if (loc[:-1], loc[-1]) in suggested:
+                continue
             message = "required key is missing"
         else:
             message = err["msg"].removeprefix("Value error, ")

@@ -1,0 +1,442 @@
+"""SqliteOutbox semantics on an in-memory database: put, claim, complete, operator commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from bridge.events import UNCHANGED, SourcePosition
+from bridge.operations import Operation, operation_id
+from bridge.outbox.base import OpResult, StoredOp
+from bridge.outbox.sqlite import SqliteOutbox, dumps_payload
+
+SOURCE = "postgres:slot"
+
+
+def make_op(
+    n: int, uid: str = "u1", target: str = "fragment", payload: Any = None, error: str | None = None
+) -> Operation:
+    position = SourcePosition(kind="pg", lsn=1000 + n, index=0)
+    return Operation(
+        op_id=operation_id(position, "rule", 0),
+        target=target,
+        op="upsert",
+        uid=uid,
+        rule="rule",
+        action_index=0,
+        position=position,
+        payload={"n": n} if payload is None else payload,
+        error=error,
+    )
+
+
+@pytest.fixture
+def outbox() -> Iterator[SqliteOutbox]:
+    box = SqliteOutbox(":memory:")
+    yield box
+    box.close()
+
+
+def ns(ops: list[StoredOp]) -> list[int]:
+    return [op.payload["n"] for op in ops]
+
+
+def status_of(outbox: SqliteOutbox, op: Operation) -> str:
+    stored = outbox.get(op.op_id)
+    assert stored is not None
+    return stored.status
+
+
+def deliver(outbox: SqliteOutbox, ops: list[StoredOp], now: float = 2.0) -> None:
+    outbox.complete([OpResult(seq=o.seq, outcome="delivered", attempts=1, now=now) for o in ops])
+
+
+def kill(outbox: SqliteOutbox, op: StoredOp, now: float = 2.0) -> None:
+    outbox.complete([OpResult(seq=op.seq, outcome="dead", attempts=1, now=now, error="400 bad")])
+
+
+# -- put ---------------------------------------------------------------------------------------
+
+
+def test_put_is_idempotent_and_moves_the_checkpoint(outbox: SqliteOutbox) -> None:
+    """Putting the same ops twice inserts them once, while the checkpoint follows each put."""
+    ops = [make_op(i, uid=f"u{i}") for i in range(5)]
+    assert outbox.put(ops, SOURCE, "0/10", now=1.0) == 5
+    assert outbox.put(ops, SOURCE, "0/20", now=2.0) == 0
+    assert outbox.counts()["pending"] == 5
+    assert outbox.get_checkpoint(SOURCE) == "0/20"
+    assert outbox.get_checkpoint("other") is None
+
+
+def test_put_without_checkpoint_keeps_the_stored_one(outbox: SqliteOutbox) -> None:
+    """A put with checkpoint=None stores the ops and leaves the source's checkpoint alone."""
+    outbox.put([], SOURCE, "0/10", now=1.0)
+    outbox.put([make_op(1)], SOURCE, None, now=2.0)
+    assert outbox.get_checkpoint(SOURCE) == "0/10"
+    assert outbox.counts()["pending"] == 1
+
+
+def test_stored_op_round_trips_every_field(outbox: SqliteOutbox) -> None:
+    """get() returns what put() stored: identity, position key, payload and timestamps."""
+    op = make_op(7, uid="task-7", payload={"title": "x", "n": 7})
+    outbox.put([op], SOURCE, None, now=5.0)
+    stored = outbox.get(op.op_id)
+    assert stored is not None
+    assert (stored.target, stored.uid, stored.op, stored.rule, stored.action_index) == (
+        "fragment",
+        "task-7",
+        "upsert",
+        "rule",
+        0,
+    )
+    assert stored.position == op.position.key()
+    assert stored.payload == {"title": "x", "n": 7}
+    assert (stored.status, stored.attempts, stored.last_error, stored.http_status) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
+    assert stored.created_at == stored.updated_at == stored.next_attempt_at == 5.0
+    assert outbox.get("missing") is None
+
+
+def test_payload_encoding_is_exact() -> None:
+    """Decimals keep their exact digits, dates become ISO strings, UUIDs and sets become JSON."""
+    value = {
+        "amount": Decimal("12.50"),
+        "at": datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+        "day": date(2024, 5, 1),
+        "id": UUID("12345678-1234-5678-1234-567812345678"),
+        "tags": ("a", "b"),
+        "one": {1},
+    }
+    assert json.loads(dumps_payload(value)) == {
+        "amount": "12.50",
+        "at": "2024-05-01T12:30:00+00:00",
+        "day": "2024-05-01",
+        "id": "12345678-1234-5678-1234-567812345678",
+        "tags": ["a", "b"],
+        "one": [1],
+    }
+
+
+def test_unencodable_payload_dead_letters_only_that_op(outbox: SqliteOutbox) -> None:
+    """An op whose payload holds UNCHANGED or bytes is stored dead with a reason; the batch lands."""
+    bad = make_op(1, uid="a", payload={"body": UNCHANGED})
+    raw = make_op(2, uid="b", payload={"blob": b"\x00"})
+    good = make_op(3, uid="c")
+    assert outbox.put([bad, raw, good], SOURCE, "0/30", now=1.0) == 3
+    for op in (bad, raw):
+        stored = outbox.get(op.op_id)
+        assert stored is not None and stored.status == "dead"
+        assert stored.last_error is not None and "payload" in stored.last_error
+    assert status_of(outbox, good) == "pending"
+    assert outbox.get_checkpoint(SOURCE) == "0/30"
+
+
+def test_op_with_rule_error_is_stored_dead(outbox: SqliteOutbox) -> None:
+    """An op carrying a rule error goes in dead with that error as its reason."""
+    op = make_op(1, error="template: 'row' has no attribute 'missing'")
+    outbox.put([op], SOURCE, None, now=1.0)
+    stored = outbox.get(op.op_id)
+    assert stored is not None
+    assert stored.status == "dead"
+    assert stored.last_error == "template: 'row' has no attribute 'missing'"
+
+
+# -- parking -----------------------------------------------------------------------------------
+
+
+def test_dead_op_in_a_batch_parks_later_ops_of_its_uid_only(outbox: SqliteOutbox) -> None:
+    """Ops after a dead op of the same (target, uid) come in parked; other UIDs stay pending."""
+    ops = [
+        make_op(1, uid="a"),
+        make_op(2, uid="a", error="boom"),
+        make_op(3, uid="a"),
+        make_op(4, uid="b"),
+        make_op(5, uid="a", target="other"),
+    ]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert [status_of(outbox, op) for op in ops] == [
+        "pending",
+        "dead",
+        "parked",
+        "pending",
+        "pending",
+    ]
+
+
+def test_new_ops_of_a_blocked_uid_come_in_parked(outbox: SqliteOutbox) -> None:
+    """Once a UID has a dead op, ops put later for it are parked, in later batches too."""
+    first = make_op(1, uid="a")
+    outbox.put([first, make_op(2, uid="b")], SOURCE, None, now=1.0)
+    (claimed_a, _claimed_b) = outbox.claim_due(now=1.0, limit=10)
+    kill(outbox, claimed_a)
+    later = [make_op(3, uid="a"), make_op(4, uid="a"), make_op(5, uid="b")]
+    outbox.put(later, SOURCE, None, now=3.0)
+    assert [status_of(outbox, op) for op in later] == ["parked", "parked", "pending"]
+
+
+def test_dead_result_parks_later_pending_ops_of_that_uid(outbox: SqliteOutbox) -> None:
+    """complete(dead) parks the UID's later pending ops and leaves other UIDs claimable."""
+    ops = [make_op(1, uid="a"), make_op(2, uid="a"), make_op(3, uid="a"), make_op(4, uid="b")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    head_a, head_b = outbox.claim_due(now=1.0, limit=10)
+    kill(outbox, head_a)
+    assert [status_of(outbox, op) for op in ops] == ["dead", "parked", "parked", "inflight"]
+    dead = outbox.get(ops[0].op_id)
+    assert dead is not None and dead.last_error == "400 bad"
+    deliver(outbox, [head_b])
+    assert outbox.claim_due(now=5.0, limit=10) == []
+
+
+def test_retry_unparks_the_uid_in_order(outbox: SqliteOutbox) -> None:
+    """retry() of a dead op makes it and its parked followers pending, delivered in seq order."""
+    ops = [make_op(i, uid="a") for i in range(1, 5)]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    (head,) = outbox.claim_due(now=1.0, limit=10)
+    kill(outbox, head)
+    assert outbox.retry(ops[0].op_id, now=10.0)
+    retried = outbox.get(ops[0].op_id)
+    assert retried is not None and (retried.status, retried.attempts) == ("pending", 0)
+    seen: list[int] = []
+    for _ in range(4):
+        claimed = outbox.claim_due(now=10.0, limit=10)
+        assert len(claimed) == 1, "one op of a UID at a time"
+        seen += ns(claimed)
+        deliver(outbox, claimed, now=11.0)
+    assert seen == [1, 2, 3, 4]
+    assert not outbox.retry(ops[0].op_id, now=12.0), "a delivered op is not retried"
+
+
+def test_retry_unparks_only_up_to_the_next_dead_op(outbox: SqliteOutbox) -> None:
+    """Parked ops behind a second dead op of the same UID stay parked after the first is retried."""
+    ops = [
+        make_op(1, uid="a", error="e1"),
+        make_op(2, uid="a"),
+        make_op(3, uid="a", error="e3"),
+        make_op(4, uid="a"),
+    ]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert outbox.retry(ops[0].op_id, now=2.0)
+    assert [status_of(outbox, op) for op in ops] == ["pending", "pending", "dead", "parked"]
+
+
+def test_retry_dead_requeues_every_dead_and_parked_op(outbox: SqliteOutbox) -> None:
+    """retry_dead() turns all dead and parked ops pending with attempts reset, due now."""
+    ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="b", error="e")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert outbox.retry_dead(now=50.0) == 3
+    assert outbox.counts()["pending"] == 3
+    claimed = outbox.claim_due(now=50.0, limit=10)
+    assert ns(claimed) == [1, 3]
+    assert all(op.attempts == 0 and op.next_attempt_at == 50.0 for op in claimed)
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def test_claim_takes_only_the_head_of_each_uid_oldest_first(outbox: SqliteOutbox) -> None:
+    """claim_due returns one op per (target, uid), in seq order, and marks them inflight."""
+    ops = [
+        make_op(1, uid="a"),
+        make_op(2, uid="b"),
+        make_op(3, uid="a"),
+        make_op(4, uid="c"),
+        make_op(5, uid="b"),
+        make_op(6, uid="a", target="other"),
+    ]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    claimed = outbox.claim_due(now=1.0, limit=10)
+    assert ns(claimed) == [1, 2, 4, 6]
+    assert all(op.status == "inflight" for op in claimed)
+    assert outbox.claim_due(now=1.0, limit=10) == [], "followers wait for their head"
+    deliver(outbox, claimed[:2])
+    assert ns(outbox.claim_due(now=3.0, limit=10)) == [3, 5]
+
+
+def test_claim_respects_limit_due_time_and_excluded_targets(outbox: SqliteOutbox) -> None:
+    """Only due ops are claimed, at most `limit`, skipping excluded targets."""
+    ops = [make_op(i, uid=f"u{i}", target="slow" if i % 2 else "fast") for i in range(1, 7)]
+    outbox.put(ops, SOURCE, None, now=10.0)
+    assert outbox.claim_due(now=9.0, limit=10) == []
+    assert ns(outbox.claim_due(now=10.0, limit=2, exclude_targets=["slow"])) == [2, 4]
+    assert ns(outbox.claim_due(now=10.0, limit=10)) == [1, 3, 5, 6]
+    assert outbox.claim_due(now=10.0, limit=0) == []
+
+
+def test_retry_result_reschedules_and_blocks_the_uid_until_due(outbox: SqliteOutbox) -> None:
+    """complete(retry) puts the op back pending with its error and due time; followers wait."""
+    ops = [make_op(1, uid="a"), make_op(2, uid="a")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    (head,) = outbox.claim_due(now=1.0, limit=10)
+    outbox.complete(
+        [
+            OpResult(
+                seq=head.seq,
+                outcome="retry",
+                attempts=1,
+                now=2.0,
+                next_attempt_at=30.0,
+                error="503 unavailable",
+                http_status=503,
+            )
+        ]
+    )
+    stored = outbox.get(ops[0].op_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.next_attempt_at) == ("pending", 1, 30.0)
+    assert (stored.last_error, stored.http_status) == ("503 unavailable", 503)
+    assert outbox.next_due_at() == 30.0
+    assert outbox.claim_due(now=29.0, limit=10) == []
+    (again,) = outbox.claim_due(now=30.0, limit=10)
+    assert (again.seq, again.attempts) == (head.seq, 1)
+
+
+def test_delivered_result_clears_error_and_stores_remote_id(outbox: SqliteOutbox) -> None:
+    """complete(delivered) records the status code, clears the last error, maps the remote id."""
+    op = make_op(1, uid="a")
+    outbox.put([op], SOURCE, None, now=1.0)
+    (head,) = outbox.claim_due(now=1.0, limit=1)
+    outbox.complete(
+        [OpResult(head.seq, "retry", 1, now=2.0, next_attempt_at=2.0, error="timeout")]
+    )
+    (head,) = outbox.claim_due(now=2.0, limit=1)
+    outbox.complete(
+        [OpResult(head.seq, "delivered", 2, now=3.0, http_status=201, remote_id="rem-1")]
+    )
+    stored = outbox.get(op.op_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.last_error, stored.http_status) == (
+        "delivered",
+        2,
+        None,
+        201,
+    )
+    assert outbox.get_remote_id("fragment", "a") == "rem-1"
+    assert outbox.get_remote_id("fragment", "b") is None
+
+
+def test_next_due_at_ignores_ops_waiting_behind_their_head(outbox: SqliteOutbox) -> None:
+    """next_due_at is the earliest due time of claimable ops, None when nothing is claimable."""
+    assert outbox.next_due_at() is None
+    outbox.put([make_op(1, uid="a"), make_op(2, uid="a")], SOURCE, None, now=4.0)
+    assert outbox.next_due_at() == 4.0
+    outbox.claim_due(now=4.0, limit=10)
+    assert outbox.next_due_at() is None, "op 2 waits for inflight op 1, it is not due"
+
+
+def test_reset_inflight_makes_claimed_ops_claimable_again(outbox: SqliteOutbox) -> None:
+    """After a crash, reset_inflight returns inflight ops to pending, claimable in order."""
+    outbox.put([make_op(1, uid="a"), make_op(2, uid="b")], SOURCE, None, now=1.0)
+    outbox.claim_due(now=1.0, limit=10)
+    assert outbox.reset_inflight() == 2
+    assert outbox.counts()["inflight"] == 0
+    assert ns(outbox.claim_due(now=1.0, limit=10)) == [1, 2]
+
+
+def test_complete_skips_ops_discarded_meanwhile(outbox: SqliteOutbox) -> None:
+    """A result for an op that no longer exists is ignored; the rest of the batch applies."""
+    ops = [make_op(1, uid="a"), make_op(2, uid="b")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    claimed = outbox.claim_due(now=1.0, limit=10)
+    outbox.complete([OpResult(seq=999, outcome="delivered", attempts=1, now=2.0)])
+    deliver(outbox, claimed)
+    assert outbox.counts()["delivered"] == 2
+
+
+# -- operator commands -------------------------------------------------------------------------
+
+
+def test_counts_lists_every_status(outbox: SqliteOutbox) -> None:
+    """counts() has a key for every status, zeros included."""
+    assert outbox.counts() == {"pending": 0, "inflight": 0, "delivered": 0, "dead": 0, "parked": 0}
+    outbox.put([make_op(1, uid="a"), make_op(2, uid="a", error="e"), make_op(3, uid="a")], SOURCE,
+               None, now=1.0)  # fmt: skip
+    assert outbox.counts() == {"pending": 1, "inflight": 0, "delivered": 0, "dead": 1, "parked": 1}
+
+
+def test_list_is_newest_first_and_filters_by_status(outbox: SqliteOutbox) -> None:
+    """list() returns newest ops first, optionally of one status, at most `limit`."""
+    ops = [make_op(i, uid=f"u{i}", error="e" if i % 2 else None) for i in range(1, 6)]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert ns(outbox.list()) == [5, 4, 3, 2, 1]
+    assert ns(outbox.list("dead")) == [5, 3, 1]
+    assert ns(outbox.list("pending", limit=1)) == [4]
+    assert outbox.list("delivered") == []
+
+
+def test_discard_dead_op_unparks_its_uid(outbox: SqliteOutbox) -> None:
+    """Discarding a dead op deletes it and lets the UID's parked ops go out in order."""
+    ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="a")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert outbox.discard(ops[0].op_id)
+    assert outbox.get(ops[0].op_id) is None
+    assert ns(outbox.claim_due(now=1e12, limit=10)) == [2]
+    assert not outbox.discard(ops[0].op_id), "already gone"
+
+
+def test_discard_refuses_inflight_and_promotes_the_next_op(outbox: SqliteOutbox) -> None:
+    """An inflight op cannot be discarded; discarding a pending head frees its follower."""
+    ops = [make_op(1, uid="a"), make_op(2, uid="a"), make_op(3, uid="b"), make_op(4, uid="b")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    outbox.claim_due(now=1.0, limit=1)
+    assert not outbox.discard(ops[0].op_id)
+    assert outbox.discard(ops[2].op_id)
+    assert ns(outbox.claim_due(now=1.0, limit=10)) == [4]
+
+
+def test_purge_deletes_old_ops_of_the_given_statuses(outbox: SqliteOutbox) -> None:
+    """purge() removes ops in the statuses given that were last updated before the cutoff."""
+    ops = [make_op(i, uid=f"u{i}") for i in range(1, 4)]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    claimed = outbox.claim_due(now=1.0, limit=10)
+    deliver(outbox, claimed[:1], now=10.0)
+    deliver(outbox, claimed[1:2], now=20.0)
+    assert outbox.purge(["delivered"], older_than=15.0) == 1
+    assert outbox.counts() == {"pending": 0, "inflight": 1, "delivered": 1, "dead": 0, "parked": 0}
+    assert outbox.purge([], older_than=1e12) == 0
+    with pytest.raises(ValueError, match="unknown statuses"):
+        outbox.purge(["gone"], older_than=1.0)  # type: ignore[list-item]
+
+
+def test_purging_dead_ops_releases_their_parked_followers(outbox: SqliteOutbox) -> None:
+    """Purging a dead op makes the UID's parked ops pending and claimable again."""
+    ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="a")]
+    outbox.put(ops, SOURCE, None, now=1.0)
+    assert outbox.purge(["dead"], older_than=5.0) == 1
+    assert [status_of(outbox, op) for op in ops[1:]] == ["pending", "pending"]
+    assert ns(outbox.claim_due(now=5.0, limit=10)) == [2]
+
+
+def test_oldest_pending_created_at_covers_pending_and_inflight(outbox: SqliteOutbox) -> None:
+    """The oldest pending age counts inflight ops and ignores delivered ones."""
+    assert outbox.oldest_pending_created_at() is None
+    outbox.put([make_op(1, uid="a")], SOURCE, None, now=1.0)
+    outbox.put([make_op(2, uid="b")], SOURCE, None, now=2.0)
+    first, second = outbox.claim_due(now=2.0, limit=10)
+    assert outbox.oldest_pending_created_at() == 1.0
+    deliver(outbox, [first])
+    assert outbox.oldest_pending_created_at() == 2.0
+    deliver(outbox, [second])
+    assert outbox.oldest_pending_created_at() is None
+
+
+def test_task_map_and_state_store_values(outbox: SqliteOutbox) -> None:
+    """Remote ids and state values are stored per key and overwritten on set."""
+    outbox.set_remote_id("fragment", "a", "r1")
+    outbox.set_remote_id("fragment", "a", "r2")
+    outbox.set_remote_id("other", "a", "x")
+    assert outbox.get_remote_id("fragment", "a") == "r2"
+    assert outbox.get_remote_id("other", "a") == "x"
+    assert outbox.get_state("cursor") is None
+    outbox.set_state("cursor", "1")
+    outbox.set_state("cursor", "2")
+    assert outbox.get_state("cursor") == "2"
