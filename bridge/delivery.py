@@ -27,6 +27,7 @@ from bridge.outbox.policy import RetryPolicy
 from bridge.targets.base import Target
 
 IDLE_POLL_S = 1.0
+MIN_WAIT_S = 0.01
 STATS_INTERVAL_S = 10.0
 BREAKER_THRESHOLD = 5
 """Consecutive transient failures of a target before its claims pause (a down API is not
@@ -107,11 +108,19 @@ class Delivery:
         free = self.concurrency - len(self._tasks)
         if free <= 0:
             return 0
-        busy = Counter(op.target for op in self._tasks.values())
         now = self.clock()
-        exclude = [t for t, cap in self.per_target_cap.items() if busy[t] >= cap]
-        exclude += [t for t, h in self._health.items() if h.paused_until > now]
-        ops = self.outbox.claim_due(now, free, exclude)
+        busy = Counter(op.target for op in self._tasks.values())
+        exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
+        probing: list[str] = []
+        for name, health in self._health.items():
+            if health.failures >= BREAKER_THRESHOLD:
+                exclude.add(name)  # breaker open: nothing, or one probe when the pause is over
+                if health.paused_until <= now and not busy[name]:
+                    probing.append(name)
+        ops = self.outbox.claim_due(now, free, sorted(exclude))
+        for name in probing:
+            others = [t for t in self._health if t != name]
+            ops += self.outbox.claim_due(now, 1, others)
         for op in ops:
             task = asyncio.create_task(self._deliver(op))
             self._tasks[task] = op
@@ -125,12 +134,19 @@ class Delivery:
         self._kick.set()
 
     async def _wait_for_work(self) -> None:
+        now = self.clock()
         timeout = IDLE_POLL_S
         if len(self._tasks) < self.concurrency:
             due = self.outbox.next_due_at()
             if due is not None:
-                timeout = min(timeout, max(0.0, due - self.clock()))
-        if timeout > 0 and not self._kick.is_set():
+                timeout = min(timeout, due - now)
+            if timeout <= 0:
+                # due ops we could not claim: their target is paused or at its cap
+                pauses = [
+                    h.paused_until - now for h in self._health.values() if h.paused_until > now
+                ]
+                timeout = max(MIN_WAIT_S, min([IDLE_POLL_S, *pauses]))
+        if not self._kick.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout)
         self._kick.clear()
@@ -285,12 +301,13 @@ class Delivery:
             health.paused_until = 0.0
 
     def _target_failed(self, name: str, now: float) -> None:
+        """Count a transient failure; from BREAKER_THRESHOLD on, pause the target's claims."""
         health = self._health.get(name)
         if health is None:
             return
         health.failures += 1
         excess = health.failures - BREAKER_THRESHOLD
-        if excess >= 0:
+        if excess >= 0 and health.paused_until <= now:
             pause = min(self.policy.max_backoff, self.policy.initial_backoff * 2 ** min(excess, 30))
             health.paused_until = now + pause
             log(

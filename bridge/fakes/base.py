@@ -303,6 +303,10 @@ def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServ
                 return
             self._send(response)
 
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _send(self, response: Response) -> None:
             payload = b"" if response.body is None else json.dumps(response.body).encode()
             self.send_response(response.status)
@@ -319,9 +323,18 @@ def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServ
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _QuietServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeouts, dropped connections) are part of the job, not errors."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def serve(apis: list[FakeApi], host: str, port: int) -> ThreadingHTTPServer:

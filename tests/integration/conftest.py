@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from bridge.fakes.fragment import FakeFragment
 
+from bridge.fakes.fragment import FakeFragment
 from tests.support.bridge_proc import BridgeProcess
 
 TOKEN = "s3cr3t-fragment-token"
@@ -77,7 +77,12 @@ class BridgeEnv:
         return self.workdir / "bridge.yaml"
 
     def write_config(
-        self, rules: str = ORDER_RULES, delivery: str = "", target: str = "", source: str = ""
+        self,
+        rules: str = ORDER_RULES,
+        concurrency: int = 16,
+        target: str = "",
+        source: str = "",
+        retry: str = "max_attempts: 50",
     ) -> Path:
         (self.workdir / "rules").mkdir(exist_ok=True)
         (self.workdir / "rules" / "rules.yaml").write_text(textwrap.dedent(rules))
@@ -92,11 +97,10 @@ class BridgeEnv:
 outbox:
   url: sqlite:///outbox.db
 delivery:
-  concurrency: 16
+  concurrency: {concurrency}
   timeout: 2s
   shutdown_grace: 10s
-  retry: {{initial_backoff: 50ms, max_backoff: 1s, max_attempts: 50}}
-{textwrap.indent(textwrap.dedent(delivery), "  ")}
+  retry: {{initial_backoff: 50ms, max_backoff: 1s, {retry}}}
 targets:
   fragment:
     kind: fragment

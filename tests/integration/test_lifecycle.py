@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 import string
 
+from bridge.events import parse_lsn
 from bridge.targets.fragment import fragment_task_uuid
 from bridge.testing.postgres import TempCluster
-
-from bridge.events import parse_lsn
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 

@@ -117,6 +117,8 @@ class BridgeProcess:
         try:
             result = wait_until(probe, timeout=timeout, message=f"log event {name!r} x{count}")
         except AssertionError as exc:
+            if "bridge exited" in str(exc):
+                raise
             raise AssertionError(f"{exc}\n{self.log_tail()}") from None
         assert isinstance(result, list)
         return result

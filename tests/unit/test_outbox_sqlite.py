@@ -128,7 +128,7 @@ def test_payload_encoding_is_exact() -> None:
 
 
 def test_unencodable_payload_dead_letters_only_that_op(outbox: SqliteOutbox) -> None:
-    """An op whose payload holds UNCHANGED or bytes is stored dead with a reason; the batch lands."""
+    """An op whose payload holds UNCHANGED or bytes is stored dead with a reason; the rest lands."""
     bad = make_op(1, uid="a", payload={"body": UNCHANGED})
     raw = make_op(2, uid="b", payload={"blob": b"\x00"})
     good = make_op(3, uid="c")
@@ -305,9 +305,7 @@ def test_delivered_result_clears_error_and_stores_remote_id(outbox: SqliteOutbox
     op = make_op(1, uid="a")
     outbox.put([op], SOURCE, None, now=1.0)
     (head,) = outbox.claim_due(now=1.0, limit=1)
-    outbox.complete(
-        [OpResult(head.seq, "retry", 1, now=2.0, next_attempt_at=2.0, error="timeout")]
-    )
+    outbox.complete([OpResult(head.seq, "retry", 1, now=2.0, next_attempt_at=2.0, error="timeout")])
     (head,) = outbox.claim_due(now=2.0, limit=1)
     outbox.complete(
         [OpResult(head.seq, "delivered", 2, now=3.0, http_status=201, remote_id="rem-1")]
@@ -358,8 +356,8 @@ def test_complete_skips_ops_discarded_meanwhile(outbox: SqliteOutbox) -> None:
 def test_counts_lists_every_status(outbox: SqliteOutbox) -> None:
     """counts() has a key for every status, zeros included."""
     assert outbox.counts() == {"pending": 0, "inflight": 0, "delivered": 0, "dead": 0, "parked": 0}
-    outbox.put([make_op(1, uid="a"), make_op(2, uid="a", error="e"), make_op(3, uid="a")], SOURCE,
-               None, now=1.0)  # fmt: skip
+    ops = [make_op(1, uid="a"), make_op(2, uid="a", error="e"), make_op(3, uid="a")]
+    outbox.put(ops, SOURCE, None, now=1.0)
     assert outbox.counts() == {"pending": 1, "inflight": 0, "delivered": 0, "dead": 1, "parked": 1}
 
 

@@ -1,0 +1,163 @@
+"""File-backed SqliteOutbox: URLs, reopening, two connections at once, query plans."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError, OutboxError
+from bridge.events import SourcePosition
+from bridge.operations import Operation, operation_id
+from bridge.outbox import SqliteOutbox, open_outbox, sqlite_path
+from bridge.outbox.base import OpResult
+
+SOURCE = "postgres:slot"
+
+
+def make_op(n: int, uid: str) -> Operation:
+    position = SourcePosition(kind="pg", lsn=n, index=0)
+    return Operation(
+        op_id=operation_id(position, "rule", 0),
+        target="fragment",
+        op="upsert",
+        uid=uid,
+        rule="rule",
+        action_index=0,
+        position=position,
+        payload={"n": n},
+    )
+
+
+def test_urls_follow_the_sqlalchemy_convention(tmp_path: Path) -> None:
+    """Three slashes mean relative to the base dir, four mean absolute, :memory: stays."""
+    assert sqlite_path("sqlite:///outbox.db", tmp_path) == (str(tmp_path / "outbox.db"), "NORMAL")
+    assert sqlite_path("sqlite:////var/x/o.db", tmp_path) == ("/var/x/o.db", "NORMAL")
+    assert sqlite_path("sqlite:///:memory:", tmp_path) == (":memory:", "NORMAL")
+    assert sqlite_path("sqlite:///o.db?synchronous=full", tmp_path)[1] == "FULL"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u@db/x", "not supported yet"),
+        ("mysql://db/x", "expected sqlite:///"),
+        ("sqlite://o.db", "expected sqlite:///"),
+        ("sqlite:///", "no database path"),
+        ("sqlite:///o.db?journal=off", "unknown option"),
+    ],
+)
+def test_bad_urls_are_config_errors(tmp_path: Path, url: str, message: str) -> None:
+    """Unsupported or malformed outbox URLs raise ConfigError with a message saying why."""
+    with pytest.raises(ConfigError, match=message):
+        open_outbox(url, tmp_path)
+
+
+def test_reopened_file_keeps_ops_checkpoint_map_and_state(tmp_path: Path) -> None:
+    """Everything committed survives closing and reopening the file (parent dirs are created)."""
+    url = "sqlite:///data/nested/outbox.db"
+    box = open_outbox(url, tmp_path)
+    box.put([make_op(1, "a"), make_op(2, "a")], SOURCE, "0/AB", now=1.0)
+    (head,) = box.claim_due(now=1.0, limit=10)
+    box.complete([OpResult(head.seq, "delivered", 1, now=2.0, remote_id="r-1")])
+    box.set_state("k", "v")
+    box.close()
+
+    box = open_outbox(url, tmp_path)
+    try:
+        assert (tmp_path / "data" / "nested" / "outbox.db").exists()
+        assert box.get_checkpoint(SOURCE) == "0/AB"
+        assert box.counts()["delivered"] == 1
+        assert box.get_remote_id("fragment", "a") == "r-1"
+        assert box.get_state("k") == "v"
+        assert [op.payload["n"] for op in box.claim_due(now=3.0, limit=10)] == [2]
+        assert box.put([make_op(1, "a")], SOURCE, None, now=4.0) == 0, "still idempotent"
+    finally:
+        box.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A file written by a newer schema version is refused with an OutboxError, not misread."""
+    path = str(tmp_path / "o.db")
+    box = SqliteOutbox(path)
+    box.set_state("schema_version", "999")
+    box.close()
+    with pytest.raises(OutboxError, match="schema version 999"):
+        SqliteOutbox(path)
+
+
+def test_ingest_and_delivery_connections_work_concurrently(tmp_path: Path) -> None:
+    """One thread putting batches and another claiming/completing on the same file lose nothing."""
+    path = str(tmp_path / "o.db")
+    total, batch = 4000, 200
+    errors: list[BaseException] = []
+    delivered_order: dict[str, list[int]] = {}
+
+    def ingest() -> None:
+        box = SqliteOutbox(path)
+        try:
+            for start in range(0, total, batch):
+                ops = [make_op(n, f"u{n % 50}") for n in range(start, start + batch)]
+                box.put(ops, SOURCE, f"0/{start + batch:X}", now=time.time())
+        except BaseException as exc:  # reported to the main thread
+            errors.append(exc)
+        finally:
+            box.close()
+
+    def deliver() -> None:
+        box = SqliteOutbox(path)
+        deadline = time.monotonic() + 60
+        done = 0
+        try:
+            while done < total and time.monotonic() < deadline:
+                claimed = box.claim_due(now=time.time(), limit=64)
+                for op in claimed:
+                    delivered_order.setdefault(op.uid, []).append(op.payload["n"])
+                box.complete([OpResult(op.seq, "delivered", 1, now=time.time()) for op in claimed])
+                done += len(claimed)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            box.close()
+
+    threads = [threading.Thread(target=ingest), threading.Thread(target=deliver)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    box = SqliteOutbox(path)
+    try:
+        assert box.counts()["delivered"] == total
+        assert box.get_checkpoint(SOURCE) == f"0/{total:X}"
+    finally:
+        box.close()
+    assert all(ns == sorted(ns) for ns in delivered_order.values()), "per-UID order kept"
+    assert sum(len(ns) for ns in delivered_order.values()) == total
+
+
+def test_claim_reads_ready_index_not_the_backlog(tmp_path: Path) -> None:
+    """Claiming and next_due_at use the ready-head indexes, never a scan of the ops table."""
+    box = SqliteOutbox(str(tmp_path / "o.db"))
+    try:
+        box.put([make_op(n, f"u{n % 100}") for n in range(2000)], SOURCE, None, now=1.0)
+        box._conn.execute("ANALYZE")
+        claim_sql = (
+            "SELECT seq FROM ops INDEXED BY ops_ready WHERE status = 'pending' AND head = 1"
+            " AND next_attempt_at <= 5 ORDER BY seq LIMIT 10"
+        )
+        plans = {
+            sql: " | ".join(r[3] for r in box._conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in (
+                claim_sql,
+                "SELECT MIN(next_attempt_at) FROM ops INDEXED BY ops_ready_due"
+                " WHERE status = 'pending' AND head = 1",
+            )
+        }
+        for sql, plan in plans.items():
+            assert "ops_ready" in plan and "TEMP B-TREE" not in plan, (sql, plan)
+        assert len(box.claim_due(now=5.0, limit=1000)) == 100, "one head per UID"
+    finally:
+        box.close()
