@@ -79,7 +79,8 @@ class Outbox(Protocol):
         ...
 
     def next_due_at(self) -> float | None:
-        """Earliest next_attempt_at among pending ops, or None."""
+        """Earliest next_attempt_at among claimable ops (pending heads of their (target, uid)),
+        or None."""
         ...
 
     def get(self, op_id: str) -> StoredOp | None: ...
