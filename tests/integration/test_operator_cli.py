@@ -1,0 +1,108 @@
+"""Operator surfaces: `bridge status`, `bridge outbox ...`, metrics and health endpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+
+from bridge.targets.fragment import fragment_task_uuid
+from tests.integration.conftest import TOKEN, BridgeEnv
+from tests.support.bridge_proc import BridgeProcess
+from tests.support.wait import wait_until
+
+
+def _cli(env: BridgeEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args, "-c", str(env.config_path)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _free_port() -> int:
+    from bridge.testing.postgres import free_port
+
+    return free_port()
+
+
+def test_status_and_outbox_commands(bridge_env: BridgeEnv) -> None:
+    """status reports checkpoint, lag and counts; outbox list/show/discard/purge act on ops."""
+    env = bridge_env
+    env.fake.add_fault({"path_regex": fragment_task_uuid("order-2"), "status": 422})
+    bridge = env.bridge().start()
+    bridge.wait_for_log("source.started")
+    env.sql(
+        "INSERT INTO orders (id, status, created_at) SELECT g, 'paid', now()"
+        " FROM generate_series(1, 3) g"
+    )
+    wait_until(
+        lambda: (
+            env.outbox_count("status = 'delivered'") == 2
+            and env.outbox_count("status = 'dead'") == 1
+        ),
+        message="2 delivered, 1 dead",
+    )
+    bridge.terminate()
+
+    status: dict[str, Any] = json.loads(_cli(env, "status").stdout)
+    assert status["outbox"]["delivered"] == 2 and status["outbox"]["dead"] == 1
+    assert status["checkpoint"] and status["slot_lag_bytes"] is not None
+
+    listed = _cli(env, "outbox", "list", "--status", "dead")
+    assert listed.returncode == 0 and "order-2" in listed.stdout and "422" in listed.stdout
+    dead_id = listed.stdout.split()[0]
+    shown = json.loads(_cli(env, "outbox", "show", dead_id).stdout)
+    assert shown["uid"] == "order-2" and shown["http_status"] == 422
+    assert _cli(env, "outbox", "show", "nope").returncode == 1
+
+    assert _cli(env, "outbox", "discard", dead_id).returncode == 0
+    assert env.outbox_count("status = 'dead'") == 0
+    purged = _cli(env, "outbox", "purge", "--delivered", "--older-than", "0s")
+    assert purged.returncode == 0 and "purged 2" in purged.stdout
+    assert env.outbox_count() == 0
+    assert _cli(env, "outbox", "purge").returncode == 1, "purge needs to be told what"
+
+
+def test_metrics_health_and_readiness(bridge_env: BridgeEnv) -> None:
+    """--metrics-port serves Prometheus metrics, /healthz and /readyz."""
+    env = bridge_env
+    env.write_config()
+    port = _free_port()
+    bridge = BridgeProcess(
+        env.config_path, env.workdir / "bridge.log", ["--metrics-port", str(port)]
+    )
+    env.processes.append(bridge)
+    bridge.start()
+    bridge.wait_for_log("source.started")
+    env.sql("INSERT INTO orders (id, status, created_at) VALUES (1, 'paid', now())")
+    wait_until(lambda: env.outbox_count("status = 'delivered'") == 1, message="delivered")
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'bridge_ops_delivered_total{target="fragment"} 1.0' in metrics
+    assert "bridge_ops_enqueued_total 1.0" in metrics
+    assert TOKEN not in metrics
+
+
+def test_unreachable_database_exits_2_without_traceback(bridge_env: BridgeEnv) -> None:
+    """A source that cannot be reached at start exits 2 with a clear message."""
+    env = bridge_env
+    real_dsn, env.dsn = env.dsn, f"postgresql://postgres@127.0.0.1:{_free_port()}/nope"
+    try:
+        env.write_config()
+    finally:
+        env.dsn = real_dsn
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "-c", str(env.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot connect" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
