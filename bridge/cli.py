@@ -31,7 +31,7 @@ from bridge.errors import BridgeError, ConfigError, RuleError, SourceUnavailable
 from bridge.events import ChangeEvent, SourcePosition
 from bridge.jsonenc import dumps_payload
 from bridge.observability import setup_logging
-from bridge.outbox.base import STATUSES, StoredOp
+from bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
 from bridge.rules.engine import RuleEngine
 from bridge.rules.loader import RuleSet
 
@@ -255,13 +255,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         outbox.close()
 
 
-def _ob_list(outbox: Any, args: argparse.Namespace) -> int:
+def _ob_list(outbox: Outbox, args: argparse.Namespace) -> int:
     for op in outbox.list(args.status, args.limit):
         print(_op_summary(op))
     return EXIT_OK
 
 
-def _ob_show(outbox: Any, args: argparse.Namespace) -> int:
+def _ob_show(outbox: Outbox, args: argparse.Namespace) -> int:
     op = outbox.get(args.op_id)
     if op is None:
         print(f"no operation {args.op_id}", file=sys.stderr)
@@ -271,7 +271,7 @@ def _ob_show(outbox: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_retry(outbox: Any, args: argparse.Namespace) -> int:
+def _ob_retry(outbox: Outbox, args: argparse.Namespace) -> int:
     now = time.time()
     if args.dead:
         print(f"requeued {outbox.retry_dead(now)} operations")
@@ -286,7 +286,7 @@ def _ob_retry(outbox: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_discard(outbox: Any, args: argparse.Namespace) -> int:
+def _ob_discard(outbox: Outbox, args: argparse.Namespace) -> int:
     if not outbox.discard(args.op_id):
         print(f"no operation {args.op_id} to discard", file=sys.stderr)
         return EXIT_INVALID
@@ -294,8 +294,12 @@ def _ob_discard(outbox: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_purge(outbox: Any, args: argparse.Namespace) -> int:
-    statuses = [s for s, on in (("delivered", args.delivered), ("dead", args.dead)) if on]
+def _ob_purge(outbox: Outbox, args: argparse.Namespace) -> int:
+    statuses: list[Status] = []
+    if args.delivered:
+        statuses.append("delivered")
+    if args.dead:
+        statuses.append("dead")
     if not statuses:
         print("choose what to purge: --delivered and/or --dead", file=sys.stderr)
         return EXIT_INVALID
@@ -308,7 +312,7 @@ def _ob_purge(outbox: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_OUTBOX: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+_OUTBOX: dict[str, Callable[[Outbox, argparse.Namespace], int]] = {
     "list": _ob_list,
     "show": _ob_show,
     "retry": _ob_retry,

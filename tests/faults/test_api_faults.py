@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 from bridge.targets.fragment import fragment_task_uuid
-
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 

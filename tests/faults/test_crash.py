@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 from bridge.targets.fragment import fragment_task_uuid
-
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 
