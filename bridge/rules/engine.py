@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from jinja2.runtime import Context
+
 from bridge.events import ChangeEvent
 from bridge.operations import Operation, operation_id
 from bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
-from bridge.rules.templates import Context
 
 UNRENDERED_UID = "<unrendered>"
 
@@ -28,7 +29,7 @@ class RuleEngine:
         rules = [r for r in self.rules_for(event.schema, event.table) if event.op in r.ops]
         if not rules:
             return []
-        ctx = event.template_context()
+        ctx = self.ruleset.templates.context(event.template_context())
         ops: list[Operation] = []
         for rule in rules:
             try:
