@@ -329,6 +329,8 @@ def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServ
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default (5) resets bursts of new keep-alive connections
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up (timeouts, dropped connections) are part of the job, not errors."""
         import sys

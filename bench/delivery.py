@@ -1,0 +1,108 @@
+"""Delivery rate: the bridge's delivery loop vs a bare httpx.AsyncClient loop, same requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from bench.fakeproc import TOKEN, FakeProcess
+from bridge.delivery import Delivery
+from bridge.events import SourcePosition
+from bridge.jsonenc import dumps_payload
+from bridge.observability import Metrics
+from bridge.operations import Operation
+from bridge.outbox.policy import RetryPolicy
+from bridge.outbox.sqlite import SqliteOutbox
+from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+
+
+def _payload(i: int) -> dict[str, object]:
+    return {"fields": {"title": f"Bench row {i}", "amount": f"{i}.00"}}
+
+
+async def _bridge(fake: FakeProcess, outbox: SqliteOutbox, n: int, concurrency: int) -> float:
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    )
+    config = FragmentConfig(kind="fragment", base_url=fake.url, token=SecretStr(TOKEN))
+    logger = logging.getLogger("bench")
+    delivery = Delivery(
+        outbox,
+        {"fragment": FragmentTarget("fragment", config, client)},
+        RetryPolicy(),
+        concurrency=concurrency,
+        rate_limits={},
+        logger=logger,
+        metrics=Metrics(),
+    )
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while outbox.counts()["delivered"] < n:
+            await asyncio.sleep(0.02)
+        stop.set()
+
+    started = time.perf_counter()
+    await asyncio.gather(delivery.run(stop), watch())
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return n / elapsed
+
+
+async def _bare(fake: FakeProcess, n: int, concurrency: int) -> float:
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    )
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/json",
+        "User-Agent": "bench",
+    }
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            uid = fragment_task_uuid(f"bare-{i}")
+            response = await client.put(
+                f"{fake.url}/tasks/{uid}", headers=headers, content=dumps_payload(_payload(i))
+            )
+            response.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return n / elapsed
+
+
+def delivery_rates(fake: FakeProcess, n: int, concurrency: int) -> tuple[float, float]:
+    """(bridge ops/s, bare httpx ops/s) for `n` upserts at `concurrency`."""
+    with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
+        outbox = SqliteOutbox(str(Path(tmp) / "outbox.db"))
+        ops = [
+            Operation(
+                f"op{i:08d}",
+                "fragment",
+                "upsert",
+                f"bench-{i}",
+                "bench",
+                0,
+                SourcePosition("postgres", lsn=i + 1, index=0),
+                _payload(i),
+            )
+            for i in range(n)
+        ]
+        outbox.put(ops, "bench", None, time.time())
+        bridge = asyncio.run(_bridge(fake, outbox, n, concurrency))
+        outbox.close()
+    bare = asyncio.run(_bare(fake, n, concurrency))
+    return bridge, bare

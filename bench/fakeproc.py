@@ -1,0 +1,63 @@
+"""The fake Fragment API in its own process, so it does not share a GIL with what is measured."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bridge.fakes.fragment import FakeFragment
+
+TOKEN = "bench-token"
+
+
+def _serve(conn: Connection) -> None:
+    fake = FakeFragment(token=TOKEN).start()
+    conn.send(fake.port)
+    while True:
+        command, arg = conn.recv()
+        if command == "stop":
+            fake.stop()
+            conn.send(None)
+            return
+        if command == "ledger":
+            conn.send(
+                [
+                    {"t": e["t"], "uid": e["uid"], "status": e["status"], "body": e["body"]}
+                    for e in fake.ledger()
+                ]
+            )
+        elif command == "fault":
+            fake.add_fault(arg)
+            conn.send(None)
+        elif command == "clear":
+            fake.clear_faults()
+            conn.send(None)
+        elif command == "reset":
+            fake.reset()
+            conn.send(None)
+        elif command == "count":
+            conn.send(len(fake.ledger()))
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self._conn, child = mp.Pipe()
+        self._proc = mp.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        self.port: int = self._conn.recv()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def call(self, command: str, arg: Any = None) -> Any:
+        with self._lock:
+            self._conn.send((command, arg))
+            return self._conn.recv()
+
+    def stop(self) -> None:
+        self.call("stop")
+        self._proc.join(10)

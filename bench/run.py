@@ -1,0 +1,177 @@
+"""`make bench`: throughput, latency and memory against the physical limits, in one run.
+
+Prints one table and writes bench/results/latest.json. Ratios compare figures measured in the
+same run on the same machine (absolute numbers drift on a shared, noisy machine).
+Sizes can be reduced for a quick look: BENCH_CHANGES, BENCH_SECONDS, BENCH_BIG_TX, BENCH_BACKLOG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.delivery import delivery_rates
+from bench.endtoend import (
+    DDL,
+    BridgeRun,
+    latency_and_integrity,
+    percentile,
+    steady_load,
+    wait_for,
+)
+from bench.fakeproc import FakeProcess
+from bench.ingest import bridge_ingest_rate, prepare_slots, recvlogical_rate
+from bench.workload import REJECT_RULE, TYPICAL_RULE, write_changes
+from bridge.testing.postgres import TempCluster
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def _env(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _outbox_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM ops").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def _memory(
+    cluster: TempCluster,
+    fake: FakeProcess,
+    work: Path,
+    backlog: int,
+    big_tx: int,
+    out: dict[str, Any],
+) -> None:
+    dsn = cluster.dsn()
+    run = BridgeRun(work / "mem", dsn, fake, "mem")
+    run.start()
+    try:
+        run.wait_ready(dsn, "mem")
+        outbox = work / "mem" / "outbox.db"
+        fake.call("fault", {"status": 503})
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO lat (id, status, stamp) SELECT g, 'backlog', 0"
+                " FROM generate_series(10000001, %s) g",
+                (10_000_000 + backlog,),
+            )
+        wait_for(lambda: _outbox_count(outbox) >= backlog, 600, "the backlog in the outbox")
+        fake.call("clear")
+        drain_until = time.monotonic() + 20
+        time.sleep(max(0.0, drain_until - time.monotonic()))
+        out["peak_rss_mb_backlog"] = round(run.peak_rss_mb, 1)
+        fake.call("fault", {"status": 503})
+        run.peak_rss = 0
+        before = _outbox_count(outbox)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO lat (id, status, stamp) SELECT g, 'big', 0"
+                " FROM generate_series(20000001, %s) g",
+                (20_000_000 + big_tx,),
+            )
+        wait_for(lambda: _outbox_count(outbox) >= before + big_tx, 1800, "the big transaction")
+        out["peak_rss_mb_big_tx"] = round(run.peak_rss_mb, 1)
+    finally:
+        fake.call("clear")
+        run.stop()
+
+
+def main() -> int:
+    changes = _env("BENCH_CHANGES", 200_000)
+    seconds = _env("BENCH_SECONDS", 30)
+    rate = _env("BENCH_RATE", 2000)
+    big_tx = _env("BENCH_BIG_TX", 1_000_000)
+    backlog = _env("BENCH_BACKLOG", 100_000)
+    n_delivery, concurrency = _env("BENCH_DELIVERY_OPS", 5000), _env("BENCH_CONCURRENCY", 32)
+    out: dict[str, Any] = {"changes": changes, "concurrency": concurrency}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, TempCluster(Path(tmp) / "pg") as pg:
+        work = Path(tmp)
+        dsn = pg.dsn()
+        print(f"[bench] {changes} changes into three slots ...", flush=True)
+        prepare_slots(dsn, ["raw", "typical", "rejected"])
+        end = write_changes(dsn, changes)
+        out["raw_changes_per_s"] = round(recvlogical_rate(pg, "raw", changes, end))
+        out["ingest_changes_per_s"] = round(
+            bridge_ingest_rate(dsn, "typical", TYPICAL_RULE, changes)
+        )
+        out["ingest_ratio"] = round(out["ingest_changes_per_s"] / out["raw_changes_per_s"], 3)
+        out["ingest_rejected_changes_per_s"] = round(
+            bridge_ingest_rate(dsn, "rejected", REJECT_RULE, changes)
+        )
+        fake = FakeProcess()
+        try:
+            print(
+                f"[bench] delivery: {n_delivery} upserts at concurrency {concurrency} ...",
+                flush=True,
+            )
+            bridge_rate, bare_rate = delivery_rates(fake, n_delivery, concurrency)
+            out["delivery_ops_per_s"] = round(bridge_rate)
+            out["bare_httpx_ops_per_s"] = round(bare_rate)
+            out["delivery_ratio"] = round(bridge_rate / bare_rate, 3)
+
+            print(f"[bench] latency: {rate} changes/s for {seconds}s ...", flush=True)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(DDL)
+            fake.call("reset")
+            run = BridgeRun(work / "lat", dsn, fake, "lat")
+            run.start()
+            try:
+                run.wait_ready(dsn, "lat")
+                expected = steady_load(dsn, rate, seconds)
+                total = sum(len(v) for v in expected.values())
+                wait_for(lambda: fake.call("count") >= total, 300, "every op at the fake")
+                latencies, ok = latency_and_integrity(fake.call("ledger"), expected)
+            finally:
+                run.stop()
+            for p in (50, 95, 99):
+                out[f"latency_p{p}_ms"] = round(percentile(latencies, p), 1)
+            out["integrity_ok"] = ok
+            out["latency_ops"] = total
+
+            print(f"[bench] memory: {backlog} backlog, {big_tx}-row transaction ...", flush=True)
+            _memory(pg, fake, work, backlog, big_tx, out)
+        finally:
+            fake.stop()
+    out["pacing_429s"] = None  # needs Fragment batching (issue 4); see the closing note
+    _print(out)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _print(out: dict[str, Any]) -> None:
+    targets = {
+        "ingest_changes_per_s": ">= 20000",
+        "ingest_ratio": ">= 0.08",
+        "delivery_ratio": ">= 0.7",
+        "latency_p99_ms": "<= 50",
+        "pacing_429s": "== 0",
+        "peak_rss_mb_big_tx": "<= 150",
+        "peak_rss_mb_backlog": "<= 150",
+        "integrity_ok": "true",
+    }
+    print(f"\n{'figure':32} {'value':>14}  target")
+    for key, value in out.items():
+        print(f"{key:32} {value!s:>14}  {targets.get(key, '')}")
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
