@@ -112,3 +112,29 @@ def test_quiet_published_table_does_not_pin_wal(bridge_env: BridgeEnv) -> None:
         )
     assert (env.confirmed_flush_lsn() or 0) > start
     assert env.outbox_count() == 0
+
+
+def test_changed_rule_set_updates_the_publication(bridge_env: BridgeEnv) -> None:
+    """Adding a rule for another table adds that table to the publication on the next start."""
+    env = bridge_env
+    env.sql("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    env.write_config()
+    first = env.bridge().start()
+    first.wait_for_log("source.started")
+    assert first.terminate() == 0
+
+    def published() -> set[str]:
+        rows = env.query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+            (env.slot,),
+        )
+        return {r[0] for r in rows}
+
+    assert published() == {"public.orders"}
+    env.write_config(rules=DOC_RULES)
+    second = env.bridge().start()
+    second.wait_for_log("source.started")
+    assert published() == {"public.docs"}
+    assert second.events("publication.updated")
+    env.sql("INSERT INTO docs VALUES (1, 'hello', 'world')")
+    wait_until(lambda: fragment_task_uuid("doc-1") in env.fake.tasks(), message="docs flow")

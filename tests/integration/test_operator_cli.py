@@ -106,3 +106,40 @@ def test_unreachable_database_exits_2_without_traceback(bridge_env: BridgeEnv) -
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot connect" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_fake_api_command_serves_fragment_with_admin_endpoints() -> None:
+    """`bridge fake-api` serves the Fragment fake with its ledger and fault endpoints."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "fake-api", "--port", str(port), "--token", "tok"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "/api/v1" in proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}/api/v1"
+        uid = fragment_task_uuid("demo")
+        auth = {"Authorization": "Bearer tok"}
+        assert (
+            httpx.put(f"{base}/tasks/{uid}", json={"fields": {}}, headers=auth).status_code == 200
+        )
+        fault = {"method": "PATCH", "status": 503, "retry_after": 2, "times": 1}
+        assert httpx.post(f"{base}/_admin/faults", json=fault).status_code == 204
+        patched = httpx.patch(f"{base}/tasks/{uid}", json={"status": "DONE"}, headers=auth)
+        assert patched.status_code == 503 and patched.headers["retry-after"] == "2"
+        assert httpx.put(f"{base}/tasks/{uid}", json={}).status_code == 401
+        ledger = httpx.get(f"{base}/_admin/ledger").json()
+        assert [(e["method"], e["status"]) for e in ledger] == [
+            ("PUT", 200),
+            ("PATCH", 503),
+            ("PUT", 401),
+        ]
+        assert httpx.get(f"{base}/_admin/tasks").json()[uid]["status"] == "TODO"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

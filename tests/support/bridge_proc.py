@@ -22,11 +22,13 @@ class BridgeProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss = 0
+        self._offset = 0
 
     def start(self) -> BridgeProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         env = dict(os.environ)
         self._log = self.log_path.open("ab")
+        self._offset = self._log.tell()  # this run's lines start here (the file is shared)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -91,7 +93,7 @@ class BridgeProcess:
         out: list[dict[str, Any]] = []
         if not self.log_path.exists():
             return out
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in self.log_text().splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -127,4 +129,7 @@ class BridgeProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        """This run's output (earlier runs sharing the file are skipped)."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._offset)
+            return f.read().decode("utf-8", errors="replace")
