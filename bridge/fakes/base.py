@@ -119,6 +119,10 @@ class FakeApi:
         with self.lock:
             return [dict(entry) for entry in self._ledger]
 
+    def ledger_size(self) -> int:
+        with self.lock:
+            return len(self._ledger)
+
     def reset(self) -> None:
         with self.lock:
             self._faults.clear()
