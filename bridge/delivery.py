@@ -117,7 +117,13 @@ class Delivery:
                 exclude.add(name)  # breaker open: nothing, or one probe when the pause is over
                 if health.paused_until <= now and not busy[name]:
                     probing.append(name)
-        ops = self.outbox.claim_due(now, free, sorted(exclude))
+        # Nothing to claim while every target is paused or at its cap: skip the query (with a
+        # large backlog it scans every pending head and holds the write lock ingest needs).
+        ops = (
+            []
+            if exclude >= set(self._health)
+            else self.outbox.claim_due(now, free, sorted(exclude))
+        )
         for name in probing:
             others = [t for t in self._health if t != name]
             ops += self.outbox.claim_due(now, 1, others)
@@ -213,11 +219,7 @@ class Delivery:
                 self.log,
                 logging.DEBUG,
                 "op.delivered",
-                target=op.target,
-                uid=op.uid,
-                op=op.op,
-                op_id=op.op_id,
-                rule=op.rule,
+                **_context(op),
                 attempt=attempts,
                 http_status=delivered.http_status,
                 latency_ms=round(latency * 1000, 1),
@@ -252,11 +254,7 @@ class Delivery:
             self.log,
             logging.INFO,
             "op.retry",
-            target=op.target,
-            uid=op.uid,
-            op=op.op,
-            op_id=op.op_id,
-            rule=op.rule,
+            **_context(op),
             attempt=attempts,
             http_status=http_status,
             error=error,
@@ -279,11 +277,7 @@ class Delivery:
             self.log,
             logging.WARNING,
             "op.dead",
-            target=op.target,
-            uid=op.uid,
-            op=op.op,
-            op_id=op.op_id,
-            rule=op.rule,
+            **_context(op),
             attempt=attempts,
             http_status=http_status,
             reason=reason,
@@ -333,3 +327,8 @@ class Delivery:
             )
         self._stats.clear()
         self._stats_t = now
+
+
+def _context(op: StoredOp) -> dict[str, object]:
+    """The log fields that identify an operation."""
+    return {"target": op.target, "uid": op.uid, "op": op.op, "op_id": op.op_id, "rule": op.rule}

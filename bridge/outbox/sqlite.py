@@ -40,7 +40,7 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _PRAGMAS = (
     f"busy_timeout = {BUSY_TIMEOUT_MS}",
     "journal_mode = WAL",
-    "cache_size = -65536",
+    "cache_size = -16384",  # 16 MiB per connection: two connections stay well inside G6
     "wal_autocheckpoint = 10000",
     "journal_size_limit = 67108864",
 )
