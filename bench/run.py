@@ -102,7 +102,13 @@ def main() -> int:
     # concurrency 8: httpx's AsyncClient throughput collapses at 32 connections here (note)
     n_delivery, concurrency = _env("BENCH_DELIVERY_OPS", 5000), _env("BENCH_CONCURRENCY", 8)
     out: dict[str, Any] = {"changes": changes, "concurrency": concurrency}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, TempCluster(Path(tmp) / "pg") as pg:
+    # synchronous_commit=on: the walsender only sends flushed WAL, so `off` (the test default)
+    # would add up to wal_writer_delay (200 ms) to every latency figure
+    settings = {"synchronous_commit": "on"}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        TempCluster(Path(tmp) / "pg", settings) as pg,
+    ):
         work = Path(tmp)
         dsn = pg.dsn()
         print(f"[bench] {changes} changes into three slots ...", flush=True)
