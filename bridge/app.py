@@ -51,8 +51,10 @@ def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet
     )
 
 
-def open_configured_outbox(loaded: LoadedConfig) -> Outbox:
-    return open_outbox(loaded.config.outbox.url, loaded.base_dir)
+def open_configured_outbox(
+    loaded: LoadedConfig, write_lock: threading.Lock | None = None
+) -> Outbox:
+    return open_outbox(loaded.config.outbox.url, loaded.base_dir, write_lock)
 
 
 def make_client(config: BridgeConfig) -> httpx.AsyncClient:
@@ -77,6 +79,7 @@ class App:
         self.config = loaded.config
         self.log = logger
         self.metrics = Metrics()
+        self.outbox_lock = threading.Lock()  # ingest and delivery queue their writes on it
 
     def run(self, metrics_port: int | None = None) -> int:
         return asyncio.run(self._main(metrics_port))
@@ -96,7 +99,7 @@ class App:
             loop.add_signal_handler(sig, request_stop, sig.name)
 
         client = make_client(self.config)
-        outbox = open_configured_outbox(self.loaded)
+        outbox = open_configured_outbox(self.loaded, self.outbox_lock)
         server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
         try:
             targets = build_targets(self.config, client)
@@ -159,7 +162,7 @@ class App:
     ) -> None:
         pg = self.config.source.postgres
         assert pg is not None  # validated by SourceConfig
-        outbox = open_configured_outbox(self.loaded)
+        outbox = open_configured_outbox(self.loaded, self.outbox_lock)
         source = PostgresSource(
             pg.dsn.get_secret_value(),
             pg.slot,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from bridge.errors import ConfigError
@@ -44,7 +45,8 @@ def sqlite_path(url: str, base_dir: Path) -> tuple[str, str]:
     return str(path), synchronous
 
 
-def open_outbox(url: str, base_dir: Path) -> Outbox:
-    """Open (creating it and its parent directories if needed) the outbox named by `url`."""
+def open_outbox(url: str, base_dir: Path, write_lock: threading.Lock | None = None) -> Outbox:
+    """Open (creating it and its parent directories if needed) the outbox named by `url`.
+    Instances in one process that share `write_lock` queue their writes on it."""
     path, synchronous = sqlite_path(url, base_dir)
-    return SqliteOutbox(path, synchronous)
+    return SqliteOutbox(path, synchronous, write_lock)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -161,7 +162,13 @@ def _encode(op: Operation, now: float) -> dict[str, Any]:
 class SqliteOutbox:
     """`bridge.outbox.base.Outbox` on one SQLite file (or `:memory:` for tests)."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", write_lock: threading.Lock | None = None
+    ) -> None:
+        """`write_lock`: shared by the instances of one process (ingest, delivery), so their
+        write transactions queue on it instead of on SQLite's busy handler, which sleeps in
+        growing steps (up to 100 ms) and showed up as latency spikes."""
+        self._write_lock = write_lock or threading.Lock()
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         if path != ":memory:":
@@ -203,19 +210,20 @@ class SqliteOutbox:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE); sqlite errors become OutboxError."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path}: cannot start a transaction: {exc}") from exc
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise OutboxError(f"outbox {self.path}: {exc}") from exc
-        except BaseException:
-            self._rollback()
-            raise
+        with self._write_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox {self.path}: cannot start a transaction: {exc}") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
