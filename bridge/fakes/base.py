@@ -8,6 +8,7 @@ in the ledger with its arrival time, what was answered and whether it was applie
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import socket
@@ -217,7 +218,9 @@ class FakeApi:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
         self._server = _make_server(host, port, [self])
         self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name=f"fake-{type(self).__name__}"
+            target=functools.partial(self._server.serve_forever, poll_interval=0.05),
+            daemon=True,
+            name=f"fake-{type(self).__name__}",
         )
         self._thread.start()
         return self

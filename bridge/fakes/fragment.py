@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from bridge.fakes.base import FakeApi, Request, Response
 
 STATUSES = ("TODO", "STARTED", "DONE")
+DEFAULT_PAGE = 100
 
 
 def _now() -> str:
@@ -24,7 +26,7 @@ class FakeFragment(FakeApi):
 
     def tasks(self) -> dict[str, dict[str, Any]]:
         with self.lock:
-            return {uid: dict(task) for uid, task in self._tasks.items()}
+            return copy.deepcopy(self._tasks)
 
     def reset_state(self) -> None:
         self._tasks.clear()
@@ -32,8 +34,7 @@ class FakeFragment(FakeApi):
     def route(self, request: Request) -> Response:
         parts = request.path.strip("/").split("/")
         if parts == ["tasks"] and request.method == "GET":
-            items = list(self._tasks.values())
-            return Response(200, {"items": items, "meta": {"total_count": len(items)}})
+            return self._list(request.query)
         if parts == ["tasks", "batch"] and request.method == "PUT":
             return self._batch(request.body)
         if len(parts) == 2 and parts[0] == "tasks":
@@ -50,6 +51,26 @@ class FakeFragment(FakeApi):
                 task = self._tasks.get(uid)
                 return Response(200, task) if task else Response(404, {"detail": "Not found"})
         return Response(404, {"detail": "Not found"})
+
+    def _list(self, query: dict[str, list[str]]) -> Response:
+        """Cursor pagination; the cursor is an opaque offset (real names: `limit`, `cursor`)."""
+        try:
+            limit = int(query.get("limit", [str(DEFAULT_PAGE)])[0])
+            start = int(query.get("cursor", ["0"])[0])
+        except ValueError:
+            return Response(422, {"detail": "limit and cursor must be integers"})
+        if limit < 1 or start < 0:
+            return Response(422, {"detail": "limit must be >= 1 and cursor >= 0"})
+        tasks = list(self._tasks.values())
+        end = start + limit
+        meta = {
+            "limit": limit,
+            "self_cursor": str(start),
+            "prev_cursor": str(max(0, start - limit)) if start > 0 else None,
+            "next_cursor": str(end) if end < len(tasks) else None,
+            "total_count": len(tasks),
+        }
+        return Response(200, {"items": tasks[start:end], "meta": meta})
 
     def _invalid(self, body: Any) -> Response | None:
         if not isinstance(body, dict):

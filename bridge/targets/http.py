@@ -33,6 +33,7 @@ class TargetConfigBase(BaseModel):
 
 
 def user_agent() -> str:
+    """`task-bridge/<installed version>` (`dev` when running from a source tree)."""
     try:
         return f"task-bridge/{version('task-bridge')}"
     except PackageNotFoundError:
@@ -86,7 +87,10 @@ async def request(
     timeout: float | None = None,
 ) -> httpx.Response:
     """Send one request; translate transport errors and statuses into delivery errors."""
-    where = f"{method} {httpx.URL(url).path}"
+    try:
+        where = f"{method} {httpx.URL(url).path}"
+    except httpx.InvalidURL as exc:
+        raise PermanentDeliveryError(f"{method}: bad target URL: {exc}") from exc
     try:
         response = await client.request(
             method,
@@ -95,8 +99,10 @@ async def request(
             headers=headers,
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
         )
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise PermanentDeliveryError(f"{where}: bad target URL: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise TransientDeliveryError(f"{where}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:
         raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
     return check_response(response)
