@@ -1,17 +1,27 @@
-"""The rule engine: a pure function ChangeEvent -> list[Operation]; no I/O, no clock."""
+"""The rule engine: a pure function ChangeEvent -> list[Operation]; no I/O, no clock.
+
+A rule whose `when` or templates fail on one event does not stop anything: each affected
+action becomes an Operation carrying `error` (the outbox stores it as dead, with the reason),
+and every other rule and action still runs.
+"""
 
 from __future__ import annotations
 
+from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 
 from bridge.events import ChangeEvent
+from bridge.jsonenc import PayloadError
 from bridge.operations import Operation, operation_id
 from bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
+from bridge.rules.templates import UnchangedValueError
 
 UNRENDERED_UID = "<unrendered>"
 
 
 class RuleEngine:
+    """Evaluates a rule set; caches which rules match each (schema, table)."""
+
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self._by_table: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
@@ -26,6 +36,7 @@ class RuleEngine:
         return found
 
     def evaluate(self, event: ChangeEvent) -> list[Operation]:
+        """The operations `event` causes, in rule order then action order."""
         rules = [r for r in self.rules_for(event.schema, event.table) if event.op in r.ops]
         if not rules:
             return []
@@ -35,63 +46,66 @@ class RuleEngine:
             try:
                 if rule.when is not None and not rule.when(ctx):
                     continue
-            except Exception as exc:  # a user's expression failing on this event: dead-letter it
-                ops.extend(
-                    self._failed(event, rule, a, f"when: {_describe(exc)}") for a in rule.actions
-                )
+            except Exception as exc:  # the user's expression failed on this event: dead-letter
+                reason = f"when: {describe(exc)}"
+                ops.extend(_failed(event, rule, a, reason) for a in rule.actions)
                 continue
             for action in rule.actions:
-                op = self._action(event, rule, action, ctx)
+                op = _action(event, rule, action, ctx)
                 if op is not None:
                     ops.append(op)
         return ops
 
-    def _action(
-        self, event: ChangeEvent, rule: CompiledRule, action: CompiledAction, ctx: Context
-    ) -> Operation | None:
-        uid: str | None = None
-        try:
-            if action.when is not None and not action.when(ctx):
-                return None
-            rendered = action.uid(ctx)
-            if rendered is None or str(rendered).strip() == "":
-                raise ValueError("uid rendered empty")
-            uid = str(rendered)
-            payload = action.task(ctx) if action.task is not None else {}
-        except Exception as exc:  # a user's template failing on this event: dead-letter the op
-            return self._failed(event, rule, action, _describe(exc), uid)
-        if not isinstance(payload, dict):
-            return self._failed(event, rule, action, "task must render to a mapping", uid)
-        return Operation(
-            op_id=operation_id(event.position, rule.name, action.index),
-            target=action.target,
-            op=action.op,
-            uid=uid,
-            rule=rule.name,
-            action_index=action.index,
-            position=event.position,
-            payload=payload,
-        )
 
-    @staticmethod
-    def _failed(
-        event: ChangeEvent,
-        rule: CompiledRule,
-        action: CompiledAction,
-        message: str,
-        uid: str | None = None,
-    ) -> Operation:
-        return Operation(
-            op_id=operation_id(event.position, rule.name, action.index),
-            target=action.target,
-            op=action.op,
-            uid=uid or UNRENDERED_UID,
-            rule=rule.name,
-            action_index=action.index,
-            position=event.position,
-            error=f"rule '{rule.name}' action {action.index}: {message}",
-        )
+def _action(
+    event: ChangeEvent, rule: CompiledRule, action: CompiledAction, ctx: Context
+) -> Operation | None:
+    uid: str | None = None
+    stage = "when"
+    try:
+        if action.when is not None and not action.when(ctx):
+            return None
+        stage = "uid"
+        rendered = action.uid(ctx)
+        if not isinstance(rendered, str) or not rendered.strip():
+            return _failed(event, rule, action, f"uid: rendered empty ({rendered!r})")
+        uid, stage = rendered, "task"
+        payload = action.task(ctx) if action.task is not None else {}
+    except Exception as exc:  # the user's template failed on this event: dead-letter the op
+        return _failed(event, rule, action, f"{stage}: {describe(exc)}", uid)
+    return Operation(
+        op_id=operation_id(event.position, rule.name, action.index),
+        target=action.target,
+        op=action.op,
+        uid=uid,
+        rule=rule.name,
+        action_index=action.index,
+        position=event.position,
+        payload=payload,
+    )
 
 
-def _describe(exc: Exception) -> str:
+def _failed(
+    event: ChangeEvent,
+    rule: CompiledRule,
+    action: CompiledAction,
+    message: str,
+    uid: str | None = None,
+) -> Operation:
+    return Operation(
+        op_id=operation_id(event.position, rule.name, action.index),
+        target=action.target,
+        op=action.op,
+        uid=uid or UNRENDERED_UID,
+        rule=rule.name,
+        action_index=action.index,
+        position=event.position,
+        error=f"rule '{rule.name}' action {action.index}: {message}",
+    )
+
+
+def describe(exc: Exception) -> str:
+    """A template failure as one line: our own and Jinja's messages as they are, others typed."""
+    if isinstance(exc, UnchangedValueError | PayloadError | JinjaTemplateError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -1,9 +1,12 @@
-"""Sandboxed Jinja2 for rules: strict undefined, native types for a lone `{{ expr }}`.
+"""Sandboxed Jinja2 for rules: strict undefined names, native types for a lone `{{ expr }}`.
 
 Everything is compiled once at load time into small callables; a string with no Jinja markup
 is a constant and costs nothing per event. Event data is only ever passed as variables, never
-compiled. Nothing time-dependent is offered (`now()` is deliberately absent): replaying an
-event must give the same operations.
+compiled. Nothing time-dependent or random is offered (`now()`, `lipsum`, `random` are absent):
+replaying an event must give the same operations.
+
+An unchanged TOASTed column (`UNCHANGED`) can be tested (`after.body is unchanged`) but never
+rendered: doing so raises `UnchangedValueError` naming the column.
 """
 
 from __future__ import annotations
@@ -12,27 +15,81 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Final
 
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from bridge.events import UNCHANGED
 from bridge.jsonenc import dumps_payload
 
 Renderer = Callable[[Context], Any]
 
-UUID5_NAMESPACE = uuid.NAMESPACE_URL
-_LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
-_MARKUP = ("{{", "{%", "{#")
+UUID5_NAMESPACE: Final = uuid.NAMESPACE_URL
+# `{{ expr }}` alone (whitespace control `{{-`/`-}}` allowed): keeps the value's native type
+_LONE: Final = re.compile(r"^\s*\{\{[-+]?(?P<expr>.*?)[-+]?\}\}\s*$", re.DOTALL)
+_MARKUP: Final = ("{{", "{%", "{#")
+_INNER_MARKUP: Final = ("{{", "}}", "{%", "%}", "{#", "#}")
+_NON_DETERMINISTIC_FILTERS: Final = ("random", "shuffle")
 
 
 class UnchangedValueError(ValueError):
-    """A rule used the value of an unchanged TOASTed column, which the event does not carry."""
+    """A rule rendered an unchanged TOASTed column, a value this event does not carry."""
+
+    def __init__(self, column: str | None) -> None:
+        what = f"column '{column}'" if column else "a column"
+        super().__init__(
+            f"{what} is an unchanged TOASTed value (UNCHANGED); not available in this event"
+        )
+        self.column = column
+
+
+class UnchangedColumn:
+    """What `after.<column>` gives for an `UNCHANGED` value: falsy, equal to `UNCHANGED`,
+    and remembering its column so an attempt to render it names the column."""
+
+    __slots__ = ("column",)
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is UNCHANGED or isinstance(other, UnchangedColumn)
+
+    def __hash__(self) -> int:
+        return hash(UNCHANGED)
+
+    def __repr__(self) -> str:
+        return f"UNCHANGED({self.column})"
+
+    def __str__(self) -> str:
+        raise UnchangedValueError(self.column)
+
+
+def is_unchanged(value: Any) -> bool:
+    return value is UNCHANGED or isinstance(value, UnchangedColumn)
+
+
+def reject_unchanged(value: Any, column: str | None = None) -> None:
+    """Raise `UnchangedValueError` if `value` is, or contains, an unchanged TOASTed value."""
+    if value is UNCHANGED:
+        raise UnchangedValueError(column)
+    if isinstance(value, UnchangedColumn):
+        raise UnchangedValueError(value.column)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            reject_unchanged(item, str(key))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reject_unchanged(item, column)
 
 
 def _uuid5(value: Any, namespace: str | None = None) -> str:
+    """Deterministic UUID of `str(value)`; `namespace` is a UUID or any string (hashed)."""
     ns = UUID5_NAMESPACE
     if namespace is not None:
         try:
@@ -43,36 +100,77 @@ def _uuid5(value: Any, namespace: str | None = None) -> str:
 
 
 def _isoformat(value: Any) -> str:
+    reject_unchanged(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     raise TypeError(f"isoformat needs a date, time or datetime, got {type(value).__name__}")
 
 
+def _tojson(value: Any) -> str:
+    reject_unchanged(value)
+    return dumps_payload(value)
+
+
 def _finalize(value: Any) -> Any:
-    if value is UNCHANGED:
-        raise UnchangedValueError("value is an unchanged TOASTed column (UNCHANGED)")
+    if is_unchanged(value) or isinstance(value, dict | list | tuple):
+        reject_unchanged(value)
     return value
 
 
-def make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+class RuleEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with event rows read as rows: `after.items` is the column `items` when
+    the row has one (a dict method otherwise), and an `UNCHANGED` value knows its column."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                value = obj[attribute]
+            except KeyError:
+                return super().getattr(obj, attribute)
+            return UnchangedColumn(attribute) if value is UNCHANGED else value
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: str | Any) -> Any:
+        value = super().getitem(obj, argument)
+        return UnchangedColumn(str(argument)) if value is UNCHANGED else value
+
+
+def make_environment() -> RuleEnvironment:
+    env = RuleEnvironment(
         undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
     )
-    env.filters["uuid5"] = _uuid5
-    env.filters["tojson"] = dumps_payload
-    env.filters["isoformat"] = _isoformat
-    env.tests["unchanged"] = lambda value: value is UNCHANGED
-    env.globals.clear()
-    env.globals.update(timedelta=timedelta, UNCHANGED=UNCHANGED, range=range, dict=dict)
+    for name in _NON_DETERMINISTIC_FILTERS:
+        env.filters.pop(name, None)
+    env.filters.update(uuid5=_uuid5, tojson=_tojson, isoformat=_isoformat)
+    env.tests["unchanged"] = is_unchanged
+    env.globals.clear()  # drops lipsum (random), cycler, joiner, namespace
+    env.globals.update(timedelta=timedelta, UNCHANGED=UNCHANGED, range=safe_range, dict=dict)
     return env
 
 
-def _check_native(value: Any) -> Any:
+def _native(value: Any) -> Any:
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
-    if value is UNCHANGED:
-        raise UnchangedValueError("value is an unchanged TOASTed column (UNCHANGED)")
+    if is_unchanged(value) or isinstance(value, dict | list | tuple):
+        reject_unchanged(value)
     return value
+
+
+def _condition(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if is_unchanged(value):
+        raise UnchangedValueError(value.column if isinstance(value, UnchangedColumn) else None)
+    return value
+
+
+def lone_expression(source: str) -> str | None:
+    """The expression of a template that is exactly one `{{ expr }}`, else None."""
+    match = _LONE.match(source)
+    if match is None:
+        return None
+    expr = match.group("expr")
+    return None if any(m in expr for m in _INNER_MARKUP) else expr
 
 
 class Templates:
@@ -80,7 +178,8 @@ class Templates:
 
     All renderers of one event share one jinja Context (`context()`), built once over the
     event's names and the globals: building a Context per template was most of the cost of
-    rendering small templates on the hot path.
+    rendering small templates on the hot path. A template's own `{% set %}` names are
+    cleared after it renders so they cannot leak into the next template.
     """
 
     def __init__(self) -> None:
@@ -91,26 +190,52 @@ class Templates:
         """The render context for one event: globals plus the event's names."""
         return self.env.context_class(self.env, {**self._globals, **names}, "rule", {})
 
-    def expression(self, source: str) -> Renderer:
-        """A `when`-style expression (no braces) -> callable returning its native value."""
-        root = self.env.compile_expression(source, undefined_to_none=False)._template
-        run = root.root_render_func
+    def _expression(self, source: str, check: Callable[[Any], Any]) -> Renderer:
+        # compile_expression parses exactly one expression (no `%}` smuggled in) into a
+        # template `{% set result = expr %}`; running its root function on the shared
+        # Context avoids building a Context per call (what calling the expression does).
+        run = self.env.compile_expression(source, undefined_to_none=False)._template
+        root = run.root_render_func
 
         def evaluate(ctx: Context) -> Any:
-            for _ in run(ctx):
+            for _ in root(ctx):
                 pass
-            return _check_native(ctx.vars.pop("result"))
+            return check(ctx.vars.pop("result"))
 
         return evaluate
 
+    def condition(self, source: str) -> Renderer:
+        """A `when` expression (no braces) -> its value; an undefined name or an
+        UNCHANGED result raises rather than silently counting as false."""
+        return self._expression(source, _condition)
+
+    def expression(self, source: str) -> Renderer:
+        """An expression (no braces) -> its native value, never UNCHANGED."""
+        return self._expression(source, _native)
+
     def string(self, source: str) -> Renderer:
+        """A task value: constant text, a lone `{{ expr }}` (native type) or text (str)."""
         if not any(marker in source for marker in _MARKUP):
             return lambda ctx: source
-        lone = _LONE.match(source)
-        if lone and not any(m in lone.group("expr") for m in ("{{", "}}", "{%", "%}")):
-            return self.expression(lone.group("expr"))
-        run, concat = self.env.from_string(source).root_render_func, self.env.concat
-        return lambda ctx: concat(run(ctx))
+        expr = lone_expression(source)
+        if expr is not None:
+            return self.expression(expr)
+        return self.text(source)
+
+    def text(self, source: str) -> Renderer:
+        """A template that always renders to str (uids)."""
+        if not any(marker in source for marker in _MARKUP):
+            return lambda ctx: source
+        root, concat = self.env.from_string(source).root_render_func, self.env.concat
+
+        def render(ctx: Context) -> str:
+            try:
+                return concat(root(ctx))
+            finally:
+                if ctx.vars:
+                    ctx.vars.clear()
+
+        return render
 
     def value(self, value: Any) -> Renderer:
         """Recursively compile a YAML value: strings are templates, other scalars constants."""
