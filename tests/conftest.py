@@ -30,5 +30,12 @@ def pg_cluster() -> Iterator[TempCluster]:
 
 
 @pytest.fixture
-def pg_dsn(pg_cluster: TempCluster) -> str:
-    return pg_cluster.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+def pg_dsn(pg_cluster: TempCluster) -> Iterator[str]:
+    """DSN of a new database (dropped afterwards with its replication slots)."""
+    if not pg_cluster.running:  # an earlier test stopped or killed it
+        pg_cluster.start()
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    dsn = pg_cluster.create_database(name)
+    yield dsn
+    if pg_cluster.running:  # a test may leave the server stopped; nothing to drop then
+        pg_cluster.drop_database(name)

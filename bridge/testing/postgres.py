@@ -17,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import psycopg
+from psycopg import sql
+
 READY_TIMEOUT_S = 60.0
 DEFAULT_SETTINGS = {
     "wal_level": "logical",
@@ -61,6 +64,12 @@ def free_port() -> int:
 
 
 class TempCluster:
+    """initdb + pg_ctl in `base_dir` (a temp dir by default, removed by `cleanup`).
+
+    Use as a context manager (`start` ... `cleanup`), or call `start`/`stop`/`restart`/`kill`
+    yourself. `extra_settings` override the server settings (`-c name=value`).
+    """
+
     def __init__(
         self, base_dir: Path | None = None, extra_settings: dict[str, str] | None = None
     ) -> None:
@@ -120,6 +129,9 @@ class TempCluster:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """initdb on first use (an existing data directory is reused), start, wait until ready."""
+        if not self._initialised and (self.data_dir / "PG_VERSION").exists():
+            self._initialised = True
         if not self._initialised:
             self._init()
         opts = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
@@ -149,19 +161,34 @@ class TempCluster:
                 raise ClusterError(f"Postgres did not become ready: {self.server_log()[-2000:]}")
             time.sleep(0.05)
 
+    @property
+    def running(self) -> bool:
+        """Whether a server is running on the data directory (`pg_ctl status`)."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        return self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
+
     def stop(self, mode: str = "fast") -> None:
-        if self.data_dir.exists() and (self.data_dir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop", check=False)
+        """Stop the server (`fast`, `smart` or `immediate`); no server is left running."""
+        if not self.running:
+            return
+        for how in (mode, "immediate"):
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", how, "-w", "stop", check=False)
+            if not self.running:
+                return
+        raise ClusterError(f"Postgres did not stop: {self.server_log()[-2000:]}")
 
     def kill(self) -> None:
         """Immediate stop (crash-like; the next start runs recovery)."""
         self.stop("immediate")
 
     def restart(self) -> None:
+        """Fast stop, then start again on the same port and data directory."""
         self.stop("fast")
         self.start()
 
     def cleanup(self) -> None:
+        """Stop the server and remove what we created (the whole dir when it was ours)."""
         self.stop("immediate")
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -180,11 +207,38 @@ class TempCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> str:
-        import psycopg
-
+        """Create database `name`; returns its DSN."""
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name` with its replication slots (slots are cluster-wide and pin WAL).
+
+        Walsenders still using a slot are terminated first; a missing database is fine.
+        """
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE database = %s AND active_pid IS NOT NULL",
+                (name,),
+            )
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while conn.execute(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = %s AND active",
+                (name,),
+            ).fetchone() != (0,):
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"replication slots of {name!r} stayed active")
+                time.sleep(0.02)
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE database = %s",
+                (name,),
+            )
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def __enter__(self) -> Self:
         self.start()

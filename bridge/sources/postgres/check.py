@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 
+import jinja2
 import psycopg
 
 from bridge.config import LoadedConfig
@@ -70,7 +71,7 @@ def _names_used(ruleset: RuleSet, value: object) -> set[str]:
         source = value if "{" in value else "{{ " + value + " }}"
         try:
             return ruleset.templates.names_used(source)
-        except Exception:  # not a template (plain text such as a rule name): nothing used
+        except jinja2.TemplateSyntaxError:  # plain text such as a rule name: nothing used
             return set()
     if isinstance(value, dict):
         return set().union(*(_names_used(ruleset, v) for v in value.values())) if value else set()

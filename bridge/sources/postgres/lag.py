@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from bridge.errors import SourceUnavailable
+from bridge.sources.postgres.replication import describe
 
 
 def slot_lag_bytes(dsn: str, slot: str) -> int | None:
@@ -17,5 +18,5 @@ def slot_lag_bytes(dsn: str, slot: str) -> int | None:
                 (slot,),
             ).fetchone()
     except psycopg.OperationalError as exc:
-        raise SourceUnavailable(f"cannot connect to Postgres: {exc}") from exc
+        raise SourceUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
     return None if row is None or row[0] is None else int(row[0])

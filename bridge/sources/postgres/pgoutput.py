@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.adapt import AdaptersMap
 
 from bridge.errors import SourceError
 from bridge.events import UNCHANGED, ChangeEvent, SourcePosition, format_lsn
@@ -41,18 +42,36 @@ def _text(data: bytes) -> str:
 
 
 class LoaderCache:
-    """One psycopg text loader per type OID, created on first use."""
+    """One psycopg text loader per type OID, created on first use.
 
-    def __init__(self) -> None:
+    Loaders come from a private copy of psycopg's global adapters (register custom loaders on
+    `adapters`). With no connection as context they assume what the replication session sets:
+    UTC (timestamptz -> tz-aware datetimes), ISO dates, `postgres` interval style.
+    """
+
+    def __init__(self, adapters: AdaptersMap | None = None) -> None:
+        self.adapters = adapters if adapters is not None else AdaptersMap(psycopg.adapters)
         self._loaders: dict[int, Loader] = {}
 
     def get(self, oid: int) -> Loader:
         loader = self._loaders.get(oid)
         if loader is None:
-            cls = psycopg.adapters.get_loader(oid, pq.Format.TEXT)
-            loader = _text if cls is None else cls(oid, None).load
+            cls = self.adapters.get_loader(oid, pq.Format.TEXT)
+            loader = _text if cls is None else _lenient(cls(oid, self.adapters).load)
             self._loaders[oid] = loader
         return loader
+
+
+def _lenient(load: Loader) -> Loader:
+    """A loader that keeps the text of values Python cannot hold ('infinity', BC dates)."""
+
+    def lenient_load(data: bytes) -> Any:
+        try:
+            return load(data)
+        except psycopg.DataError:
+            return data.decode("utf-8")
+
+    return lenient_load
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +84,10 @@ class Relation:
     type_oids: tuple[int, ...]
     key_flags: tuple[bool, ...]
     loaders: tuple[Loader, ...]
+    ident_names: tuple[str, ...]
+    """Replica identity columns (flag 1): what a 'K' old tuple carries."""
+    key_names: tuple[str, ...]
+    """`ChangeEvent.key`: the primary key when known, else the replica identity."""
 
 
 def _cstring(data: bytes, off: int) -> tuple[str, int]:
@@ -79,8 +102,12 @@ class PgOutputDecoder:
     `ChangeEvent.key` (with REPLICA IDENTITY FULL every column is flagged as identity).
     """
 
-    def __init__(self, primary_keys: Mapping[int, tuple[str, ...]] | None = None) -> None:
-        self.loaders = LoaderCache()
+    def __init__(
+        self,
+        primary_keys: Mapping[int, tuple[str, ...]] | None = None,
+        adapters: AdaptersMap | None = None,
+    ) -> None:
+        self.loaders = LoaderCache(adapters)
         self.relations: dict[int, Relation] = {}
         self.primary_keys = dict(primary_keys or {})
         self.in_transaction = False
@@ -134,6 +161,7 @@ class PgOutputDecoder:
             names.append(name)
             oids.append(type_oid)
             flags.append(bool(flag & 1))
+        ident = tuple(n for n, k in zip(names, flags, strict=True) if k)
         self.relations[oid] = Relation(
             oid,
             schema or "pg_catalog",
@@ -143,6 +171,8 @@ class PgOutputDecoder:
             tuple(oids),
             tuple(flags),
             tuple(self.loaders.get(t) for t in oids),
+            ident,
+            self.primary_keys.get(oid, ident),
         )
 
     def _rel(self, data: bytes, off: int) -> Relation:
@@ -175,16 +205,15 @@ class PgOutputDecoder:
                 raise SourceError(f"pgoutput: unknown tuple data kind {kind!r}")
         return row, off
 
-    def _key(self, rel: Relation, row: dict[str, Any] | None) -> dict[str, Any]:
+    @staticmethod
+    def _key(rel: Relation, row: dict[str, Any] | None) -> dict[str, Any]:
         if row is None:
             return {}
-        names = self.primary_keys.get(rel.oid)
-        if names is None:
-            names = tuple(n for n, k in zip(rel.names, rel.key_flags, strict=True) if k)
-        return {n: row.get(n) for n in names}
+        return {n: row.get(n) for n in rel.key_names}
 
-    def _only_key(self, rel: Relation, row: dict[str, Any]) -> dict[str, Any]:
-        return {n: row[n] for n, k in zip(rel.names, rel.key_flags, strict=True) if k and n in row}
+    @staticmethod
+    def _only_key(rel: Relation, row: dict[str, Any]) -> dict[str, Any]:
+        return {n: row[n] for n in rel.ident_names if n in row}
 
     def _event(
         self, op: str, rel: Relation, after: dict[str, Any] | None, before: dict[str, Any] | None

@@ -35,7 +35,14 @@ def describe(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def is_transient(sqlstate: str) -> bool:
+    """Worth retrying: connection (08), resources (53), shutdown (57), slot in use (55006)."""
+    return sqlstate[:2] in ("08", "53", "57") or sqlstate == "55006"
+
+
 class ReplicationStream:
+    """One `START_REPLICATION` session: CopyData in, standby status updates out."""
+
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.conn: psycopg.Connection | None = None
@@ -81,8 +88,12 @@ class ReplicationStream:
             raise SourceUnavailable(f"START_REPLICATION failed: {describe(exc)}") from exc
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             message = pgconn.error_message.decode("utf-8", "replace").strip()
+            sqlstate = ""
             if result is not None and result.error_message:
                 message = result.error_message.decode("utf-8", "replace").strip()
+                sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+            if is_transient(sqlstate):
+                raise SourceUnavailable(f"START_REPLICATION failed: {message}")
             raise SourceError(f"START_REPLICATION failed: {message}")
 
     def read(self, timeout: float) -> bytes | None:
@@ -90,8 +101,8 @@ class ReplicationStream:
         pgconn = self.pgconn
         try:
             nbytes, data = pgconn.get_copy_data(1)
-            if nbytes == 0 and timeout > 0:
-                readable, _, _ = select.select([pgconn.socket], [], [], timeout)
+            if nbytes == 0:  # nothing buffered: read the socket, waiting up to `timeout`
+                readable, _, _ = select.select([pgconn.socket], [], [], max(0.0, timeout))
                 if readable:
                     pgconn.consume_input()
                     nbytes, data = pgconn.get_copy_data(1)
@@ -110,6 +121,14 @@ class ReplicationStream:
         payload = _STATUS.pack(b"r", written, flushed, flushed, _now_pg_micros(), 1 if reply else 0)
         try:
             self.pgconn.put_copy_data(payload)
+            self.pgconn.flush()
+        except psycopg.OperationalError as exc:
+            raise SourceUnavailable(f"replication connection lost: {describe(exc)}") from exc
+
+    def end_copy(self) -> None:
+        """Tell the server we are done streaming (CopyDone); it ends the walsender's COPY."""
+        try:
+            self.pgconn.put_copy_end()
             self.pgconn.flush()
         except psycopg.OperationalError as exc:
             raise SourceUnavailable(f"replication connection lost: {describe(exc)}") from exc

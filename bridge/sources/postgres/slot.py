@@ -117,19 +117,34 @@ def ensure_publication(conn: psycopg.Connection, publication: str, patterns: Seq
     return True
 
 
-def ensure_slot(conn: psycopg.Connection, slot: str) -> bool:
-    """Create the logical slot (pgoutput) if missing. True if created."""
+def ensure_slot(conn: psycopg.Connection, slot: str) -> tuple[bool, int]:
+    """Create the logical slot (pgoutput) if missing.
+
+    Returns (created, confirmed_flush_lsn). A slot of that name in another database or with
+    another plugin is a `SourceError`: slot names are cluster-wide.
+    """
     row = conn.execute(
-        "SELECT plugin, slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        "SELECT plugin, slot_type, database, current_database(),"
+        " (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
     ).fetchone()
     if row is not None:
-        if row[0] != "pgoutput":
+        plugin, slot_type, database, current, confirmed = row
+        if plugin != "pgoutput":
+            kind = plugin or slot_type
+            raise SourceError(f"replication slot '{slot}' has plugin {kind!r}, not pgoutput")
+        if database != current:
             raise SourceError(
-                f"replication slot '{slot}' exists with plugin {row[0] or row[1]!r}, not pgoutput"
+                f"replication slot '{slot}' belongs to database '{database}', not '{current}'"
             )
-        return False
-    conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-    return True
+        return False, int(confirmed or 0)
+    lsn = conn.execute(
+        "SELECT (lsn - '0/0'::pg_lsn)::bigint"
+        " FROM pg_create_logical_replication_slot(%s, 'pgoutput')",
+        (slot,),
+    ).fetchone()
+    return True, int(lsn[0]) if lsn else 0
 
 
 def primary_keys(conn: psycopg.Connection, publication: str) -> dict[int, tuple[str, ...]]:

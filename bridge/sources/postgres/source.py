@@ -1,4 +1,10 @@
-"""The Postgres source: publication + slot setup, pgoutput stream, acknowledgements (G1, G9)."""
+"""The Postgres source: publication + slot setup, pgoutput stream, acknowledgements (G1, G9).
+
+Positions reported to the server: written = the highest LSN received; flushed = applied = the
+last position given to `ack()`, never more (G1). Between transactions a keepalive becomes
+`Idle(wal_end)`, which the caller acks once earlier work is durable, so a slot whose tables are
+quiet while the rest of the database is busy does not pin WAL (G9).
+"""
 
 from __future__ import annotations
 
@@ -18,13 +24,20 @@ from bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, ReplicationSt
 from bridge.sources.postgres.slot import ensure_publication, ensure_slot, primary_keys
 
 ACK_MIN_INTERVAL_S = 0.1
+"""`ack()` sends at most one status update per this interval (the next read sends the rest)."""
 _XLOG = struct.Struct(">QQq")
 _KEEPALIVE = struct.Struct(">QqB")
+_XLOGDATA, _KEEPALIVE_MSG = 0x77, 0x6B  # 'w', 'k'
+_XLOG_HEADER = 25
 
 
 class PostgresSource:
-    """Reads a pgoutput slot. `status_interval`: how often to report our position (and, when
-    the stream is quiet, ask the server for a keepalive so idle positions can be confirmed)."""
+    """Reads a pgoutput slot.
+
+    `tables`: `schema.table` names or globs (`public.*` publishes the schema). `status_interval`:
+    how often to report our position and, when the stream is quiet, ask the server for a
+    keepalive whose position can be confirmed while idle.
+    """
 
     def __init__(
         self,
@@ -39,7 +52,7 @@ class PostgresSource:
         self.slot = slot
         self.publication = publication
         self.tables = list(tables)
-        self.status_interval = status_interval
+        self.status_interval = max(status_interval, ACK_MIN_INTERVAL_S)
         self.log = logger or logging.getLogger("bridge")
         self.name = f"postgres:{slot}"
         self.stream: ReplicationStream | None = None
@@ -53,6 +66,7 @@ class PostgresSource:
     # -- Source protocol -----------------------------------------------------------------------
 
     def open(self, checkpoint: str | None) -> None:
+        self.close()
         start = parse_lsn(checkpoint) if checkpoint else 0
         try:
             with psycopg.connect(
@@ -66,7 +80,8 @@ class PostgresSource:
                         publication=self.publication,
                         tables=self.tables,
                     )
-                if ensure_slot(conn, self.slot):
+                created, confirmed = ensure_slot(conn, self.slot)
+                if created:
                     log(self.log, logging.INFO, "slot.created", slot=self.slot)
                 keys = primary_keys(conn, self.publication)
         except psycopg.OperationalError as exc:
@@ -74,9 +89,16 @@ class PostgresSource:
         except psycopg.Error as exc:
             raise SourceError(f"setting up publication/slot failed: {describe(exc)}") from exc
         self.decoder = PgOutputDecoder(keys)
-        self.stream = ReplicationStream(self.dsn)
-        self.stream.start(self.slot, self.publication, start)
-        self.received = self.acked = start
+        stream = ReplicationStream(self.dsn)
+        try:
+            stream.start(self.slot, self.publication, start)
+        except SourceError:
+            stream.close()
+            raise
+        self.stream = stream
+        # the server resumes at max(start, confirmed_flush_lsn): report nothing lower than that
+        self.received = self.acked = max(start, confirmed)
+        self._status_dirty = False
         self._last_message_at = time.monotonic()
         self._status_sent_at = 0.0
 
@@ -86,26 +108,33 @@ class PostgresSource:
         deadline = time.monotonic() + timeout
         decode = self.decoder.decode
         while len(items) < max_items:
-            wait = 0.0 if items else max(0.0, deadline - time.monotonic())
+            now = time.monotonic()
+            if items:
+                wait = 0.0
+            else:
+                # wake up for the periodic status update even inside a long blocking read
+                wait = min(deadline, self._status_sent_at + self.status_interval) - now
             msg = stream.read(wait)
             if msg is None:
                 if items or time.monotonic() >= deadline:
                     break
+                self._maybe_send_status()
                 continue
             self._last_message_at = time.monotonic()
             kind = msg[0]
-            if kind == 0x77:  # 'w' XLogData
+            if kind == _XLOGDATA:
                 data_start = _XLOG.unpack_from(msg, 1)[0]
                 if data_start > self.received:
                     self.received = data_start
-                items.extend(decode(msg[25:]))
-            elif kind == 0x6B:  # 'k' keepalive
+                items.extend(decode(msg[_XLOG_HEADER:]))
+            elif kind == _KEEPALIVE_MSG:
                 wal_end, _ts, reply = _KEEPALIVE.unpack_from(msg, 1)
                 if not self.decoder.in_transaction:
                     self.received = max(self.received, wal_end)
                     items.append(Idle(format_lsn(wal_end)))
                 if reply:
                     self._send_status()
+            # anything else ('s' primary status in PG 19+...): not for us
         self._maybe_send_status()
         return items
 
@@ -114,19 +143,22 @@ class PostgresSource:
         if lsn > self.acked:
             self.acked = lsn
             self._status_dirty = True
-            self._maybe_send_status()
+            if self.stream is not None:
+                self._maybe_send_status()
 
     def close(self) -> None:
-        if self.stream is None:
+        """Report the acked position, end the COPY and disconnect; safe to call twice."""
+        stream, self.stream = self.stream, None
+        if stream is None:
             return
         try:
-            if self.stream.conn is not None and not self.stream.conn.closed:
-                self._send_status()
+            if stream.conn is not None and not stream.conn.closed:
+                self._send_status_on(stream)
+                stream.end_copy()
         except SourceUnavailable:
             pass  # the connection is already gone; the stored checkpoint is what counts
         finally:
-            self.stream.close()
-            self.stream = None
+            stream.close()
 
     # -- status updates ------------------------------------------------------------------------
 
@@ -136,7 +168,10 @@ class PostgresSource:
         return self.stream
 
     def _send_status(self, reply: bool = False) -> None:
-        self._stream().send_status(max(self.received, self.acked), self.acked, reply)
+        self._send_status_on(self._stream(), reply)
+
+    def _send_status_on(self, stream: ReplicationStream, reply: bool = False) -> None:
+        stream.send_status(max(self.received, self.acked), self.acked, reply)
         self._status_sent_at = time.monotonic()
         self._status_dirty = False
 
