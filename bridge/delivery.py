@@ -5,6 +5,10 @@ from the outbox: only the head op of each (target, uid) can be claimed, and it s
 until its result is committed. Failure isolation (G5): a permanent error kills one op and parks
 its UID's later ops; transient errors retry with backoff and `Retry-After`. Per-target pacing is
 a leaky bucket (aiolimiter) shared by all requests to that target.
+
+Batching: when a claimed op can be batched by its target (`targets.base.BatchingTarget`), more
+due ops of that kind are claimed for the same target and sent in one request per `max_batch`.
+Each op still gets its own result; a batch refused as a whole is re-sent one op at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryE
 from bridge.observability import Metrics, log
 from bridge.outbox.base import OpResult, Outbox, StoredOp
 from bridge.outbox.policy import RetryPolicy
-from bridge.targets.base import Target
+from bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 
 IDLE_POLL_S = 1.0
 MIN_WAIT_S = 0.01
@@ -73,7 +77,7 @@ class Delivery:
             for name, rate in rate_limits.items()
         }
         self._health: dict[str, _TargetHealth] = {name: _TargetHealth() for name in targets}
-        self._tasks: dict[asyncio.Task[OpResult], StoredOp] = {}
+        self._tasks: dict[asyncio.Task[list[OpResult]], list[StoredOp]] = {}
         self._results: list[OpResult] = []
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +116,7 @@ class Delivery:
         if free <= 0:
             return 0
         now = self.clock()
-        busy = Counter(op.target for op in self._tasks.values())
+        busy = Counter(ops[0].target for ops in self._tasks.values())
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
         probing: list[str] = []
         for name, health in self._health.items():
@@ -130,16 +134,39 @@ class Delivery:
         for name in probing:
             others = [t for t in self._health if t != name]
             ops += self.outbox.claim_due(now, 1, others)
-        for op in ops:
-            task = asyncio.create_task(self._deliver(op))
-            self._tasks[task] = op
+        for job in self._batched(ops, now):
+            task = asyncio.create_task(self._run_job(job))
+            self._tasks[task] = job
             task.add_done_callback(self._on_done)
         return len(ops)
 
-    def _on_done(self, task: asyncio.Task[OpResult]) -> None:
+    def _batched(self, ops: list[StoredOp], now: float) -> list[list[StoredOp]]:
+        """Claimed ops -> jobs: batchable ops grouped per target, topped up with more due ones."""
+        jobs: list[list[StoredOp]] = []
+        groups: dict[str, list[StoredOp]] = {}
+        for op in ops:
+            target = self.targets.get(op.target)
+            if target is not None and batch_size_of(target, op.op) > 1:
+                groups.setdefault(op.target, []).append(op)
+            else:
+                jobs.append([op])
+        for name, group in groups.items():
+            target = self.targets[name]
+            size = batch_size_of(target, group[0].op)
+            group += self.outbox.claim_due(
+                now,
+                len(group) * (size - 1),
+                target=name,
+                ops=sorted(getattr(target, "batch_ops", ())),
+            )
+            group.sort(key=lambda op: op.seq)
+            jobs += [group[i : i + size] for i in range(0, len(group), size)]
+        return jobs
+
+    def _on_done(self, task: asyncio.Task[list[OpResult]]) -> None:
         self._tasks.pop(task, None)
         if not task.cancelled():
-            self._results.append(task.result())
+            self._results.extend(task.result())
         self._kick.set()
 
     async def _wait_for_work(self) -> None:
@@ -172,9 +199,9 @@ class Delivery:
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
             now = self.clock()
             for task in pending:
-                op = self._tasks.get(task)
+                job = self._tasks.get(task, [])
                 task.cancel()
-                if op is not None:
+                for op in job:
                     self._results.append(
                         OpResult(
                             op.seq,
@@ -191,29 +218,78 @@ class Delivery:
 
     # -- one operation -------------------------------------------------------------------------
 
+    async def _run_job(self, ops: list[StoredOp]) -> list[OpResult]:
+        if len(ops) == 1:
+            return [await self._deliver(ops[0])]
+        return await self._deliver_batch(ops)
+
     async def _deliver(self, op: StoredOp) -> OpResult:
         target = self.targets.get(op.target)
         attempts = op.attempts + 1
         if target is None:
             return self._dead(op, attempts, f"unknown target '{op.target}'", None)
-        limiter = self.limiters.get(op.target)
-        if limiter is not None:
-            await limiter.acquire()
+        await self._pace(op.target)
         started = time.monotonic()
         try:
             delivered = await target.send(op)
         except PermanentDeliveryError as exc:
             return self._dead(op, attempts, str(exc), exc.http_status)
         except TransientDeliveryError as exc:
-            retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
-            return self._retry(op, attempts, str(exc), exc.http_status, retry_after)
+            self._target_failed(op.target, self.clock())
+            return self._retry(op, attempts, exc)
         except Exception as exc:  # a bug in a target must not lose the op: retry it, loudly
-            self.log.exception(
-                "target.error", extra={"ctx": {"target": op.target, "op_id": op.op_id}}
-            )
-            return self._retry(op, attempts, f"internal error: {exc!r}", None, None)
-        latency = time.monotonic() - started
+            self._internal_error(op.target, exc)
+            return self._retry(op, attempts, TransientDeliveryError(f"internal error: {exc!r}"))
         self._target_ok(op.target)
+        return self._delivered(op, attempts, delivered, time.monotonic() - started)
+
+    async def _deliver_batch(self, ops: list[StoredOp]) -> list[OpResult]:
+        """Several ops of one batching target in one request; one result per op."""
+        name = ops[0].target
+        target: BatchingTarget = self.targets[name]  # type: ignore[assignment]
+        await self._pace(name)
+        started = time.monotonic()
+        try:
+            outcomes = await target.send_batch(ops)
+        except PermanentDeliveryError as exc:
+            log(self.log, logging.INFO, "batch.split", target=name, ops=len(ops), error=str(exc))
+            return [await self._deliver(op) for op in ops]
+        except TransientDeliveryError as exc:
+            self._target_failed(name, self.clock())
+            return [self._retry(op, op.attempts + 1, exc) for op in ops]
+        except Exception as exc:
+            self._internal_error(name, exc)
+            error = TransientDeliveryError(f"internal error: {exc!r}")
+            return [self._retry(op, op.attempts + 1, error) for op in ops]
+        latency = time.monotonic() - started
+        self._target_ok(name)
+        self._stats["batches"] += 1
+        results = []
+        for op, outcome in zip(ops, outcomes, strict=True):
+            attempts = op.attempts + 1
+            if isinstance(outcome, Delivered):
+                results.append(self._delivered(op, attempts, outcome, latency))
+            elif isinstance(outcome, TransientDeliveryError):
+                results.append(self._retry(op, attempts, outcome))
+            else:
+                results.append(self._dead(op, attempts, str(outcome), outcome.http_status))
+        return results
+
+    async def _pace(self, target: str) -> None:
+        limiter = self.limiters.get(target)
+        if limiter is not None:
+            await limiter.acquire()
+
+    def _internal_error(self, target: str, exc: Exception) -> None:
+        self.log.error(
+            "target.error",
+            exc_info=exc,
+            extra={"ctx": {"target": target, "error": repr(exc)}},
+        )
+
+    def _delivered(
+        self, op: StoredOp, attempts: int, delivered: Delivered, latency: float
+    ) -> OpResult:
         self.metrics.delivered.labels(op.target).inc()
         self.metrics.latency.labels(op.target).observe(latency)
         self._stats["delivered"] += 1
@@ -236,16 +312,11 @@ class Delivery:
             remote_id=delivered.remote_id,
         )
 
-    def _retry(
-        self,
-        op: StoredOp,
-        attempts: int,
-        error: str,
-        http_status: int | None,
-        retry_after: float | None,
-    ) -> OpResult:
+    def _retry(self, op: StoredOp, attempts: int, exc: TransientDeliveryError) -> OpResult:
+        """A transient failure: back off (Retry-After is a floor), or dead when out of budget."""
         now = self.clock()
-        self._target_failed(op.target, now)
+        error, http_status = str(exc), exc.http_status
+        retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
         delay = self.policy.decide(attempts, op.created_at, now, retry_after, self.rng)
         if delay is None:
             return self._dead(

@@ -46,6 +46,8 @@ class Response:
 class Fault:
     method: str | None = None
     path_regex: str | None = None
+    contains: str | None = None
+    """Match only requests whose path or JSON body contains this string (one task's uid)."""
     status: int | None = None
     retry_after: str | None = None
     latency_ms: int = 0
@@ -65,8 +67,12 @@ class Fault:
             fault.retry_after = str(fault.retry_after)
         return fault
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: JsonBody = None) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.contains is not None and (
+            self.contains not in path and self.contains not in json.dumps(body)
+        ):
             return False
         return self.path_regex is None or re.search(self.path_regex, path) is not None
 
@@ -132,10 +138,10 @@ class FakeApi:
             self.rate_limited = 0
             self.reset_state()
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, body: JsonBody = None) -> Fault | None:
         with self.lock:
             for fault in self._faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, body):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -168,7 +174,7 @@ class FakeApi:
                 self.inflight -= 1
 
     def _handle(self, request: Request, arrived: float) -> Response | None:
-        fault = self._take_fault(request.method, request.path)
+        fault = self._take_fault(request.method, request.path, request.body)
         if fault is not None and fault.latency_ms:
             time.sleep(fault.latency_ms / 1000)  # the fake simulating a slow API
         response: Response | None

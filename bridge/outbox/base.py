@@ -63,10 +63,17 @@ class Outbox(Protocol):
     def get_checkpoint(self, source: str) -> str | None: ...
 
     def claim_due(
-        self, now: float, limit: int, exclude_targets: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        exclude_targets: Sequence[str] = (),
+        *,
+        target: str | None = None,
+        ops: Sequence[str] = (),
     ) -> list[StoredOp]:
         """Mark up to `limit` due pending ops inflight and return them, oldest first. Only the
-        head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked."""
+        head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked.
+        `target` / `ops` narrow the claim to one target / those op kinds (batching)."""
         ...
 
     def complete(self, results: Sequence[OpResult]) -> None:

@@ -264,20 +264,33 @@ class SqliteOutbox:
     # -- delivery side -------------------------------------------------------------------------
 
     def claim_due(
-        self, now: float, limit: int, exclude_targets: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        exclude_targets: Sequence[str] = (),
+        *,
+        target: str | None = None,
+        ops: Sequence[str] = (),
     ) -> list[StoredOp]:
         if limit <= 0:
             return []
-        exclude = ""
+        where, params = "", list[Any]([now, now])
         if exclude_targets:
-            exclude = f" AND target NOT IN ({', '.join('?' * len(exclude_targets))})"
+            where += f" AND target NOT IN ({', '.join('?' * len(exclude_targets))})"
+            params += exclude_targets
+        if target is not None:
+            where += " AND target = ?"
+            params.append(target)
+        if ops:
+            where += f" AND op IN ({', '.join('?' * len(ops))})"
+            params += ops
         with self._tx() as c:
             rows = c.execute(
                 "UPDATE ops SET status = 'inflight', updated_at = ? WHERE seq IN ("
                 " SELECT seq FROM ops INDEXED BY ops_ready"
                 " WHERE status = 'pending' AND head = 1 AND next_attempt_at <= ?"
-                f"{exclude} ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}",
-                (now, now, *exclude_targets, limit),
+                f"{where} ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}",
+                (*params, limit),
             ).fetchall()
         return sorted((_row_to_op(r) for r in rows), key=lambda op: op.seq)
 

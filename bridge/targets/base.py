@@ -3,13 +3,21 @@
 Required: `name`, `kind`, `supported_ops`, `send`. Safe defaults: `check_action` (no extra
 checks), `aclose` (nothing to close). Targets raise only `bridge.errors` delivery errors:
 `PermanentDeliveryError`, `TransientDeliveryError`, `RetryAfter`.
+
+Optional batching (`BatchingTarget`): a target with `max_batch > 1` gets up to `max_batch` due ops
+whose `op` is in `batch_ops` in one `send_batch` call (one request, one rate-limit token). Those
+ops belong to different tasks (only the head op of a task is ever due), so per-task order holds.
+`send_batch` answers per op, in order: `Delivered` or the `DeliveryError` for that item; it raises
+only when the whole request failed (the same error then applies to every op).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+from bridge.errors import DeliveryError
 from bridge.outbox.base import StoredOp
 
 
@@ -32,3 +40,17 @@ class Target(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class BatchingTarget(Target, Protocol):
+    batch_ops: frozenset[str]
+    max_batch: int
+
+    async def send_batch(self, ops: Sequence[StoredOp]) -> list[Delivered | DeliveryError]: ...
+
+
+def batch_size_of(target: Target, op: str) -> int:
+    """How many ops like `op` the target takes in one request (1: no batching)."""
+    if op in getattr(target, "batch_ops", ()):
+        return max(1, int(getattr(target, "max_batch", 1)))
+    return 1

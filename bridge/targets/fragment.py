@@ -2,25 +2,39 @@
 
 The rendered UID becomes the task's UUID as Fragment's "Map task IDs" guide recommends: a UUID
 is used as is, any other string becomes `UUID(md5(uid))`.
+
+Fragment allows 60 requests/min, so when several upserts are due they go out as one
+`PUT /tasks/batch {"items": [...]}` (idempotent bulk upsert). The batch response is not
+documented: an `items` list of the same length is read per item (an item carrying an HTTP-like
+`status` >= 400 failed), anything else counts as every item applied. A batch refused as a whole
+raises; delivery then sends its ops one at a time, so only a bad item dies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
-from bridge.errors import PermanentDeliveryError
+from bridge.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryAfter,
+    TransientDeliveryError,
+)
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.outbox.base import StoredOp
 from bridge.targets.base import Delivered
-from bridge.targets.http import TargetConfigBase, request, user_agent
+from bridge.targets.http import TRANSIENT_STATUSES, TargetConfigBase, request, user_agent
 from bridge.yamlsrc import did_you_mean
 
 DEFAULT_BASE_URL = "https://api.onfragment.com/api/v1"
+DEFAULT_BATCH_SIZE = 100
+BATCH_OPS = frozenset({"create", "upsert"})
 TASK_KEYS = frozenset(
     {
         "fields",
@@ -51,6 +65,8 @@ class FragmentConfig(TargetConfigBase):
     base_url: str = DEFAULT_BASE_URL
     token: SecretStr
     user_agent: str | None = None
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1000)
+    """Most upserts per `PUT /tasks/batch`; 1 turns batching off."""
 
 
 def fragment_task_uuid(uid: str) -> str:
@@ -64,10 +80,12 @@ def fragment_task_uuid(uid: str) -> str:
 class FragmentTarget:
     kind = "fragment"
     supported_ops = frozenset({"create", "upsert", "update", "close"})
+    batch_ops = BATCH_OPS
 
     def __init__(self, name: str, config: FragmentConfig, client: httpx.AsyncClient) -> None:
         self.name = name
         self.config = config
+        self.max_batch = config.batch_size
         self.client = client
         self.base_url = config.base_url.rstrip("/")
         self._headers = {
@@ -90,19 +108,41 @@ class FragmentTarget:
             method, body["status"] = "PATCH", "DONE"
         else:
             raise PermanentDeliveryError(f"fragment does not support op '{op.op}'")
-        try:
-            content = dumps_payload(body)
-        except PayloadError as exc:
-            raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
         response = await request(
             self.client,
             method,
             f"{self.base_url}/tasks/{task_uuid}",
-            content=content,
+            content=_encode(body),
             headers=self._headers,
             timeout=self.config.timeout,
         )
         return Delivered(http_status=response.status_code, remote_id=task_uuid)
+
+    async def send_batch(self, ops: Sequence[StoredOp]) -> list[Delivered | DeliveryError]:
+        encoded: dict[int, str] = {}
+        results: dict[int, Delivered | DeliveryError] = {}
+        for op in ops:
+            try:
+                encoded[op.seq] = dumps_payload({**op.payload, "uid": fragment_task_uuid(op.uid)})
+            except PayloadError as exc:
+                results[op.seq] = PermanentDeliveryError(f"payload cannot be encoded: {exc}")
+        if encoded:
+            response = await request(
+                self.client,
+                "PUT",
+                f"{self.base_url}/tasks/batch",
+                content='{"items": [' + ", ".join(encoded.values()) + "]}",
+                headers=self._headers,
+                timeout=self.config.timeout,
+            )
+            sent = [op for op in ops if op.seq in encoded]
+            for op, result in zip(sent, _per_item(response, len(sent)), strict=True):
+                if isinstance(result, Delivered):
+                    result = Delivered(
+                        result.http_status, fragment_task_uuid(op.uid), result.response
+                    )
+                results[op.seq] = result
+        return [results[op.seq] for op in ops]
 
     def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
         if not isinstance(task, dict):
@@ -123,3 +163,37 @@ class FragmentTarget:
 
     async def aclose(self) -> None:
         return None
+
+
+def _encode(body: Any) -> str:
+    try:
+        return dumps_payload(body)
+    except PayloadError as exc:
+        raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
+
+
+def _per_item(response: httpx.Response, count: int) -> list[Delivered | DeliveryError]:
+    """Per-item outcomes of a 2xx batch response (see the module docstring)."""
+    try:
+        answered = response.json().get("items")
+    except (ValueError, AttributeError):
+        answered = None
+    if not isinstance(answered, list) or len(answered) != count:
+        return [Delivered(response.status_code) for _ in range(count)]
+    out: list[Delivered | DeliveryError] = []
+    for item in answered:
+        status = item.get("status") if isinstance(item, dict) else None
+        if isinstance(status, int) and status >= 400:
+            message = f"HTTP {status} for this item of PUT /tasks/batch: {item.get('detail', '')}"
+            if status >= 500 or status in TRANSIENT_STATUSES:
+                error: DeliveryError = (
+                    RetryAfter(1.0, message, http_status=status)
+                    if status == 429
+                    else TransientDeliveryError(message, http_status=status)
+                )
+            else:
+                error = PermanentDeliveryError(message, http_status=status)
+            out.append(error)
+        else:
+            out.append(Delivered(response.status_code, response=item))
+    return out

@@ -50,14 +50,15 @@ def test_transient_faults_converge(bridge_env: BridgeEnv) -> None:
 
 
 def test_permanent_failure_dead_letters_one_uid_and_retry_redrives(bridge_env: BridgeEnv) -> None:
-    """A 400 for one UID kills that op with the reason and parks its later ops; other UIDs are
-    delivered; `bridge outbox retry` redrives it once the fault is gone."""
+    """A 400 for one UID (refusing any request that carries it, batches too) kills that op with
+    the reason and parks its later ops; the batch is split so other UIDs are delivered;
+    `bridge outbox retry` redrives it once the fault is gone."""
     env = bridge_env
     env.write_config()
     bad = fragment_task_uuid("order-3")
     env.fake.add_fault(
         {
-            "path_regex": f"/tasks/{bad}$",
+            "contains": bad,
             "status": 400,
             "body": {"detail": "fields.title: too long"},
         }
@@ -79,6 +80,7 @@ def test_permanent_failure_dead_letters_one_uid_and_retry_redrives(bridge_env: B
     assert parked[0]["uid"] == "order-3" and parked[0]["op"] == "close"
     assert bad not in env.fake.tasks()
     assert bridge.events("op.dead")[0]["reason"] == dead[0]["last_error"]
+    assert bridge.events("batch.split"), "the 5 upserts went out as one batch, refused whole"
 
     env.fake.clear_faults()
     out = subprocess.run(
