@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -24,10 +25,16 @@ from collections.abc import Callable, Mapping
 
 from aiolimiter import AsyncLimiter
 
-from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from bridge.errors import (
+    PermanentDeliveryError,
+    RetryAfter,
+    TemplateError,
+    TransientDeliveryError,
+)
 from bridge.observability import Metrics, log
 from bridge.outbox.base import OpResult, Outbox, StoredOp
 from bridge.outbox.policy import RetryPolicy
+from bridge.rules.chains import ChainRenderer, is_deferred
 from bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 
 IDLE_POLL_S = 1.0
@@ -60,6 +67,7 @@ class Delivery:
         shutdown_grace: float = 15.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        chains: ChainRenderer | None = None,
     ) -> None:
         self.outbox = outbox
         self.targets = targets
@@ -70,6 +78,7 @@ class Delivery:
         self.shutdown_grace = shutdown_grace
         self.clock = clock
         self.rng = rng or random.Random()
+        self.chains = chains or ChainRenderer()
         # 1 token per 1/rate seconds, capacity 1: no bursts above the documented limit.
         self.limiters = {name: AsyncLimiter(1, 1.0 / rate) for name, rate in rate_limits.items()}
         self.per_target_cap = {
@@ -146,7 +155,11 @@ class Delivery:
         groups: dict[str, list[StoredOp]] = {}
         for op in ops:
             target = self.targets.get(op.target)
-            if target is not None and batch_size_of(target, op.op) > 1:
+            if (
+                target is not None
+                and batch_size_of(target, op.op) > 1
+                and not is_deferred(op.payload)
+            ):
                 groups.setdefault(op.target, []).append(op)
             else:
                 jobs.append([op])
@@ -228,6 +241,16 @@ class Delivery:
         attempts = op.attempts + 1
         if target is None:
             return self._dead(op, attempts, f"unknown target '{op.target}'", None)
+        if is_deferred(op.payload):
+            try:
+                payload = self.chains.render(op.payload, self.outbox.chain_steps(op.chain or ""))
+            except TemplateError as exc:
+                reason = f"rule '{op.rule}' action {op.action_index}: {exc}"
+                return self._dead(op, attempts, reason, None)
+            if payload is None:
+                log(self.log, logging.DEBUG, "op.skipped", **_context(op), reason="when is false")
+                return OpResult(op.seq, "skipped", attempts, self.clock(), error="skipped: when")
+            op = dataclasses.replace(op, payload=payload)
         await self._pace(op.target)
         started = time.monotonic()
         try:
@@ -310,6 +333,7 @@ class Delivery:
             self.clock(),
             http_status=delivered.http_status,
             remote_id=delivered.remote_id,
+            response=delivered.response,
         )
 
     def _retry(self, op: StoredOp, attempts: int, exc: TransientDeliveryError) -> OpResult:

@@ -20,7 +20,8 @@ class Operation:
     """One call to make against one task in one target.
 
     `error` set means the rule failed for this event (template error...): the outbox stores
-    the operation directly as `dead` with that reason.
+    the operation directly as `dead` with that reason. `chain` groups the ops of one rule for
+    one event when they must run one after another (see `bridge.outbox.base`).
     """
 
     op_id: str
@@ -32,3 +33,15 @@ class Operation:
     position: SourcePosition
     payload: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    chain: str | None = None
+    step_id: str | None = None
+    on_error: str = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a finished chain step tells the steps after it (`steps.<id>.*` in templates)."""
+
+    ok: bool
+    status: int | None
+    response: Any

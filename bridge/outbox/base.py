@@ -5,6 +5,12 @@ the app opens one instance per thread (ingest, delivery, CLI) on the same URL.
 
 Statuses: pending -> inflight -> delivered | pending (retry) | dead; `parked` = waiting behind a
 dead op of the same (target, uid). Ordering key is `seq` (insertion order = source order).
+
+Chains (the actions of one rule for one event, SPEC section 5) share a `chain` key. A chain's
+ops are stored `waiting`; the outbox makes the next one `pending` when the one before it is
+delivered or `skipped`, or dead with `on_error: skip`. A dead step with `on_error: stop` marks
+the rest `skipped`; with `retry` (default) the chain waits for an operator's redrive. Each
+step's response is kept for later steps (`steps.<id>.response`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bridge.operations import Operation
+from bridge.operations import Operation, StepResult
 
-Status = Literal["pending", "inflight", "delivered", "dead", "parked"]
-STATUSES: tuple[Status, ...] = ("pending", "inflight", "delivered", "dead", "parked")
+Status = Literal["pending", "inflight", "delivered", "dead", "parked", "waiting", "skipped"]
+STATUSES: tuple[Status, ...] = (
+    "pending",
+    "inflight",
+    "delivered",
+    "dead",
+    "parked",
+    "waiting",
+    "skipped",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,8 @@ class StoredOp:
     updated_at: float
     last_error: str | None
     http_status: int | None
+    chain: str | None = None
+    step_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +60,15 @@ class OpResult:
     """What delivery learned about one claimed op. `outcome` decides the new status."""
 
     seq: int
-    outcome: Literal["delivered", "retry", "dead"]
+    outcome: Literal["delivered", "retry", "dead", "skipped"]
     attempts: int
     now: float
     next_attempt_at: float = 0.0
     error: str | None = None
     http_status: int | None = None
     remote_id: str | None = None
+    response: Any = None
+    """The API's answer; stored for chain steps only."""
 
 
 class Outbox(Protocol):
@@ -79,6 +97,10 @@ class Outbox(Protocol):
     def complete(self, results: Sequence[OpResult]) -> None:
         """Apply results in one transaction; dead parks later pending ops of the same UID;
         a remote id is stored in the task map."""
+        ...
+
+    def chain_steps(self, chain: str) -> dict[str, StepResult]:
+        """Results of the finished steps (with an `id`) of one chain, by step id."""
         ...
 
     def reset_inflight(self) -> int:

@@ -28,12 +28,12 @@ from typing import Any
 
 from bridge.errors import OutboxError
 from bridge.jsonenc import PayloadError, dumps_payload
-from bridge.operations import Operation
+from bridge.operations import Operation, StepResult
 from bridge.outbox.base import STATUSES, OpResult, Status, StoredOp
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteOutbox", "dumps_payload"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 # Connection tuning for batches of ~1000 ops: the op_id index is random-ordered, so a batch
@@ -64,13 +64,19 @@ _SCHEMA = (
         created_at      REAL NOT NULL,
         updated_at      REAL NOT NULL,
         last_error      TEXT,
-        http_status     INTEGER)""",
+        http_status     INTEGER,
+        chain           TEXT,
+        step_id         TEXT,
+        on_error        TEXT,
+        response        TEXT)""",
     # claim_due: pending heads in seq order; next_due_at: pending heads by due time.
     "CREATE INDEX IF NOT EXISTS ops_ready ON ops (seq) WHERE status = 'pending' AND head = 1",
     "CREATE INDEX IF NOT EXISTS ops_ready_due ON ops (next_attempt_at)"
     " WHERE status = 'pending' AND head = 1",
     # Per-(target, uid, seq) lookups among open ops; dead/parked ops per task (a tiny index).
-    "CREATE INDEX IF NOT EXISTS ops_open ON ops (target, uid, seq) WHERE status != 'delivered'",
+    "CREATE INDEX IF NOT EXISTS ops_open2 ON ops (target, uid, seq)"
+    " WHERE status NOT IN ('delivered', 'skipped')",
+    "CREATE INDEX IF NOT EXISTS ops_chain ON ops (chain, seq) WHERE chain IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS ops_blocked ON ops (target, uid, seq)"
     " WHERE status IN ('dead', 'parked')",
     # list/counts/purge by status, oldest pending.
@@ -89,29 +95,42 @@ _SCHEMA = (
         value       TEXT NOT NULL)""",
 )
 
+# v1 -> v2: chains (new columns), `skipped` ends a task's op like `delivered` does.
+_MIGRATE_V1 = (
+    "ALTER TABLE ops ADD COLUMN chain TEXT",
+    "ALTER TABLE ops ADD COLUMN step_id TEXT",
+    "ALTER TABLE ops ADD COLUMN on_error TEXT",
+    "ALTER TABLE ops ADD COLUMN response TEXT",
+    "DROP INDEX IF EXISTS ops_open",
+)
+RESPONSE_MAX_CHARS = 65536
+
 _COLUMNS = (
     "seq, op_id, target, uid, op, rule, action_index, position, payload, status, attempts,"
-    " next_attempt_at, created_at, updated_at, last_error, http_status"
+    " next_attempt_at, created_at, updated_at, last_error, http_status, chain, step_id"
 )
 
 # One row per op; the status and head flag are computed against what is already stored,
 # including earlier rows of the same batch (executemany runs the rows in order).
 _INSERT = """
 INSERT OR IGNORE INTO ops (op_id, target, uid, op, rule, action_index, position, payload,
-    status, head, attempts, next_attempt_at, created_at, updated_at, last_error)
+    status, head, attempts, next_attempt_at, created_at, updated_at, last_error, chain, step_id,
+    on_error)
 SELECT :op_id, :target, :uid, :op, :rule, :action_index, :position, :payload,
     CASE WHEN :error IS NOT NULL THEN 'dead'
+         WHEN :chain IS NOT NULL THEN 'waiting'
          WHEN EXISTS (SELECT 1 FROM ops b WHERE b.target = :target AND b.uid = :uid
                       AND b.status IN ('dead', 'parked')) THEN 'parked'
          ELSE 'pending' END,
     NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = :target AND o.uid = :uid
-                AND o.status != 'delivered'),
-    0, :now, :now, :now, :error
+                AND o.status NOT IN ('delivered', 'skipped')),
+    0, :now, :now, :now, :error, :chain, :step_id, :on_error
 """
 
 _PROMOTE = """
 UPDATE ops SET head = 1 WHERE head = 0 AND seq = (
-    SELECT MIN(seq) FROM ops WHERE target = ? AND uid = ? AND status != 'delivered')
+    SELECT MIN(seq) FROM ops WHERE target = ? AND uid = ?
+    AND status NOT IN ('delivered', 'skipped'))
 """
 
 
@@ -133,6 +152,8 @@ def _row_to_op(row: sqlite3.Row | tuple[Any, ...]) -> StoredOp:
         updated_at=row[13],
         last_error=row[14],
         http_status=row[15],
+        chain=row[16],
+        step_id=row[17],
     )
 
 
@@ -156,6 +177,9 @@ def _encode(op: Operation, now: float) -> dict[str, Any]:
         "payload": payload,
         "now": now,
         "error": error,
+        "chain": op.chain,
+        "step_id": op.step_id,
+        "on_error": op.on_error if op.chain is not None else None,
     }
 
 
@@ -191,19 +215,26 @@ class SqliteOutbox:
 
     def _migrate(self) -> None:
         with self._tx() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
             row = c.execute("SELECT value FROM state WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                c.execute(
-                    "INSERT INTO state (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
+            version = int(row[0]) if row is not None else None
+            if version is not None and version > SCHEMA_VERSION:
                 raise OutboxError(
-                    f"outbox {self.path} has schema version {row[0]}, this bridge knows up to"
+                    f"outbox {self.path} has schema version {version}, this bridge knows up to"
                     f" {SCHEMA_VERSION}: upgrade the bridge"
                 )
+            if version == 1:
+                for statement in _MIGRATE_V1:
+                    c.execute(statement)
+            for statement in _SCHEMA:
+                c.execute(statement)
+            c.execute(
+                "INSERT INTO state (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -248,6 +279,8 @@ class SqliteOutbox:
             if rows:
                 c.executemany(_INSERT, rows)
             inserted = c.total_changes - before
+            for chain in dict.fromkeys(op.chain for op in ops if op.chain is not None):
+                _advance_chain(c, chain, now)
             if checkpoint is not None:
                 c.execute(
                     "INSERT INTO checkpoints (source, position, updated_at) VALUES (?, ?, ?)"
@@ -299,15 +332,25 @@ class SqliteOutbox:
             return
         with self._tx() as c:
             for r in results:
-                found = c.execute("SELECT target, uid FROM ops WHERE seq = ?", (r.seq,)).fetchone()
+                found = c.execute(
+                    "SELECT target, uid, chain FROM ops WHERE seq = ?", (r.seq,)
+                ).fetchone()
                 if found is None:  # discarded by an operator meanwhile
                     continue
-                target, uid = found
-                if r.outcome == "delivered":
+                target, uid, chain = found
+                if r.outcome in ("delivered", "skipped"):
                     c.execute(
-                        "UPDATE ops SET status = 'delivered', head = 0, attempts = ?,"
-                        " updated_at = ?, last_error = NULL, http_status = ? WHERE seq = ?",
-                        (r.attempts, r.now, r.http_status, r.seq),
+                        "UPDATE ops SET status = ?, head = 0, attempts = ?, updated_at = ?,"
+                        " last_error = ?, http_status = ?, response = ? WHERE seq = ?",
+                        (
+                            r.outcome,
+                            r.attempts,
+                            r.now,
+                            r.error if r.outcome == "skipped" else None,
+                            r.http_status,
+                            _response(r.response) if chain is not None else None,
+                            r.seq,
+                        ),
                     )
                     c.execute(_PROMOTE, (target, uid))
                     if r.remote_id is not None:
@@ -321,14 +364,39 @@ class SqliteOutbox:
                 else:
                     c.execute(
                         "UPDATE ops SET status = 'dead', attempts = ?, updated_at = ?,"
-                        " last_error = ?, http_status = ? WHERE seq = ?",
-                        (r.attempts, r.now, r.error, r.http_status, r.seq),
+                        " last_error = ?, http_status = ?, response = ? WHERE seq = ?",
+                        (
+                            r.attempts,
+                            r.now,
+                            r.error,
+                            r.http_status,
+                            _response(r.response) if chain is not None else None,
+                            r.seq,
+                        ),
                     )
                     c.execute(
                         "UPDATE ops SET status = 'parked', updated_at = ? WHERE target = ?"
-                        " AND uid = ? AND status != 'delivered' AND status = 'pending' AND seq > ?",
+                        " AND uid = ? AND status = 'pending' AND seq > ?",
                         (r.now, target, uid, r.seq),
                     )
+                if chain is not None and r.outcome != "retry":
+                    _advance_chain(c, chain, r.now)
+
+    def chain_steps(self, chain: str) -> dict[str, StepResult]:
+        rows = self._read(
+            "SELECT step_id, status, http_status, response FROM ops INDEXED BY ops_chain"
+            " WHERE chain = ? AND step_id IS NOT NULL"
+            " AND status IN ('delivered', 'dead', 'skipped') ORDER BY seq",
+            (chain,),
+        )
+        return {
+            step_id: StepResult(
+                ok=status == "delivered",
+                status=http_status,
+                response=None if response is None else json.loads(response),
+            )
+            for step_id, status, http_status, response in rows
+        }
 
     def reset_inflight(self) -> int:
         with self._tx() as c:
@@ -406,17 +474,20 @@ class SqliteOutbox:
     def discard(self, op_id: str) -> bool:
         with self._tx() as c:
             row = c.execute(
-                "SELECT target, uid, status FROM ops"
-                " WHERE op_id = ? AND status IN ('pending', 'dead', 'parked')",
+                "SELECT target, uid, status, chain FROM ops"
+                " WHERE op_id = ? AND status IN ('pending', 'dead', 'parked', 'waiting')",
                 (op_id,),
             ).fetchone()
             if row is None:
                 return False
-            target, uid, status = row
+            target, uid, status, chain = row
             c.execute("DELETE FROM ops WHERE op_id = ?", (op_id,))
+            now = time.time()
             if status == "dead":
-                self._unpark(c, target, uid, time.time())
+                self._unpark(c, target, uid, now)
             c.execute(_PROMOTE, (target, uid))
+            if chain is not None:
+                _advance_chain(c, chain, now)  # the operator gave up on this step: go on
         return True
 
     def purge(self, statuses: Sequence[Status], older_than: float) -> int:
@@ -445,9 +516,9 @@ class SqliteOutbox:
             " AND d.status IN ('dead', 'parked') AND d.status = 'dead' AND d.seq < ops.seq)"
         )
         c.execute(
-            "UPDATE ops SET head = 1 WHERE head = 0 AND status != 'delivered' AND seq = ("
-            " SELECT MIN(seq) FROM ops o WHERE o.target = ops.target AND o.uid = ops.uid"
-            " AND o.status != 'delivered')"
+            "UPDATE ops SET head = 1 WHERE head = 0 AND status NOT IN ('delivered', 'skipped')"
+            " AND seq = (SELECT MIN(seq) FROM ops o WHERE o.target = ops.target"
+            " AND o.uid = ops.uid AND o.status NOT IN ('delivered', 'skipped'))"
         )
 
     def counts(self) -> dict[str, int]:
@@ -501,3 +572,54 @@ class SqliteOutbox:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _response(value: Any) -> str | None:
+    """A step's response as stored (JSON, bounded); too big -> a note instead of the body."""
+    if value is None:
+        return None
+    try:
+        text = dumps_payload(value)
+    except PayloadError:
+        text = json.dumps(repr(value))
+    if len(text) > RESPONSE_MAX_CHARS:
+        return json.dumps({"_truncated": f"response of {len(text)} characters not kept"})
+    return text
+
+
+def _advance_chain(c: sqlite3.Connection, chain: str, now: float) -> None:
+    """Start the next step of a chain once the steps before it are finished.
+
+    Finished: delivered, skipped, or dead with `on_error: skip`. A dead step with `stop`
+    skips the rest; with `retry` the chain waits (an operator's `retry` redrives the step).
+    """
+    rows = c.execute(
+        "SELECT seq, status, on_error, step_id, target, uid FROM ops INDEXED BY ops_chain"
+        " WHERE chain = ? ORDER BY seq",
+        (chain,),
+    ).fetchall()
+    for i, (seq, status, on_error, step_id, target, uid) in enumerate(rows):
+        if status in ("delivered", "skipped") or (status == "dead" and on_error == "skip"):
+            continue
+        if status == "dead" and on_error == "stop":
+            reason = f"skipped: chain stopped, step {step_id or i} failed"
+            for later, later_status, *_, t, u in rows[i + 1 :]:
+                if later_status == "waiting":
+                    c.execute(
+                        "UPDATE ops SET status = 'skipped', head = 0, updated_at = ?,"
+                        " last_error = ? WHERE seq = ?",
+                        (now, reason, later),
+                    )
+                    c.execute(_PROMOTE, (t, u))
+            return
+        if status == "waiting":
+            blocked = c.execute(
+                "SELECT 1 FROM ops INDEXED BY ops_blocked WHERE target = ? AND uid = ?"
+                " AND status IN ('dead', 'parked') AND seq < ? LIMIT 1",
+                (target, uid, seq),
+            ).fetchone()
+            c.execute(
+                "UPDATE ops SET status = ?, next_attempt_at = ?, updated_at = ? WHERE seq = ?",
+                ("parked" if blocked else "pending", now, now, seq),
+            )
+        return

@@ -2,10 +2,14 @@
 
 A rule whose `when` or templates fail on one event does not stop anything: each affected
 action becomes an Operation carrying `error` (the outbox stores it as dead, with the reason),
-and every other rule and action still runs.
+and every other rule and action still runs. A rule with several actions is a chain
+(`bridge.rules.chains`): its ops share a chain key, and actions reading `steps.*` are stored
+unrendered, to be rendered at send time.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
@@ -13,6 +17,7 @@ from jinja2.runtime import Context
 from bridge.events import ChangeEvent
 from bridge.jsonenc import PayloadError
 from bridge.operations import Operation, operation_id
+from bridge.rules.chains import chain_key, deferred_payload
 from bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
 from bridge.rules.templates import UnchangedValueError
 
@@ -43,36 +48,46 @@ class RuleEngine:
         ctx = self.ruleset.templates.context(event.template_context())
         ops: list[Operation] = []
         for rule in rules:
+            chain = chain_key(event, rule.name) if rule.chained else None
             try:
                 if rule.when is not None and not rule.when(ctx):
                     continue
             except Exception as exc:  # the user's expression failed on this event: dead-letter
                 reason = f"when: {describe(exc)}"
-                ops.extend(_failed(event, rule, a, reason) for a in rule.actions)
+                ops.extend(_failed(event, rule, a, reason, chain) for a in rule.actions)
                 continue
             for action in rule.actions:
-                op = _action(event, rule, action, ctx)
+                op = _action(event, rule, action, ctx, chain)
                 if op is not None:
                     ops.append(op)
         return ops
 
 
 def _action(
-    event: ChangeEvent, rule: CompiledRule, action: CompiledAction, ctx: Context
+    event: ChangeEvent,
+    rule: CompiledRule,
+    action: CompiledAction,
+    ctx: Context,
+    chain: str | None,
 ) -> Operation | None:
     uid: str | None = None
     stage = "when"
     try:
-        if action.when is not None and not action.when(ctx):
+        if not action.deferred and action.when is not None and not action.when(ctx):
             return None
         stage = "uid"
         rendered = action.uid(ctx)
         if not isinstance(rendered, str) or not rendered.strip():
-            return _failed(event, rule, action, f"uid: rendered empty ({rendered!r})")
+            return _failed(event, rule, action, f"uid: rendered empty ({rendered!r})", chain)
         uid, stage = rendered, "task"
-        payload = action.task(ctx) if action.task is not None else {}
+        if action.deferred and action.model is not None:
+            payload = deferred_payload(
+                event, action.model.when, action.model.task, list(action.earlier_steps)
+            )
+        else:
+            payload = action.task(ctx) if action.task is not None else {}
     except Exception as exc:  # the user's template failed on this event: dead-letter the op
-        return _failed(event, rule, action, f"{stage}: {describe(exc)}", uid)
+        return _failed(event, rule, action, f"{stage}: {describe(exc)}", chain, uid)
     return Operation(
         op_id=operation_id(event.position, rule.name, action.index),
         target=action.target,
@@ -82,7 +97,14 @@ def _action(
         action_index=action.index,
         position=event.position,
         payload=payload,
+        **_chain_fields(action, chain),
     )
+
+
+def _chain_fields(action: CompiledAction, chain: str | None) -> dict[str, Any]:
+    if chain is None or action.model is None:
+        return {}
+    return {"chain": chain, "step_id": action.model.id, "on_error": action.model.on_error}
 
 
 def _failed(
@@ -90,6 +112,7 @@ def _failed(
     rule: CompiledRule,
     action: CompiledAction,
     message: str,
+    chain: str | None = None,
     uid: str | None = None,
 ) -> Operation:
     return Operation(
@@ -101,6 +124,7 @@ def _failed(
         action_index=action.index,
         position=event.position,
         error=f"rule '{rule.name}' action {action.index}: {message}",
+        **_chain_fields(action, chain),
     )
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from bridge.errors import RuleError
-from bridge.rules.schema import Action, EventOp, Rule
+from bridge.rules.schema import Action, EventOp, OnError, Rule
 from bridge.rules.templates import Renderer, Templates
 from bridge.yamlsrc import (
     KeyPath,
@@ -56,6 +56,10 @@ class CompiledAction:
     uid: Renderer
     task: Renderer | None
     when: Renderer | None
+    model: Action | None = None
+    deferred: bool = False
+    """`when`/`task` read `steps.*`: rendered at send time (`bridge.rules.chains`)."""
+    earlier_steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class CompiledRule:
     actions: tuple[CompiledAction, ...]
     model: Rule
     where: str  # `file:line` of the rule, for later messages (validate --check-source)
+
+    @property
+    def chained(self) -> bool:
+        """Several actions run one after another for each event."""
+        return len(self.actions) > 1
 
     def matches_table(self, qualified: str) -> bool:
         return fnmatch.fnmatchcase(qualified, self.table)
@@ -203,8 +212,13 @@ def _message(loc: KeyPath, err: ErrorDetails) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
-        hint = did_you_mean(value, EVENT_OPS) if isinstance(value, str) else ""
-        return f"unknown event op {value!r}{hint}; one of {', '.join(EVENT_OPS)}"
+        on_error = bool(loc) and loc[-1] == "on_error"
+        expected = list(get_args(OnError)) if on_error else list(EVENT_OPS)
+        what = "value" if on_error else "event op"
+        hint = did_you_mean(value, expected) if isinstance(value, str) else ""
+        return f"unknown {what} {value!r}{hint}; one of {', '.join(expected)}"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "id":
+        return "must be a name of letters, digits and _ (not starting with a digit)"
     if kind in ("string_too_short", "too_short"):
         return "must not be empty"
     if kind == "string_type":
@@ -319,6 +333,51 @@ def _check_target(
             c.problems.add(c.entry, (*path, *sub), text, c.rule)
 
 
+def _steps_used(templates: Templates, value: Any, condition: bool = False) -> set[str]:
+    """Step ids a template (or every string of a task body) reads as `steps.<id>`."""
+    if isinstance(value, str):
+        source = "{{ " + value + " }}" if condition else value
+        try:
+            names = templates.names_used(source)
+        except TemplateSyntaxError:
+            return set()  # reported by the compiler
+        return {name.removeprefix("steps.") for name in names if name.startswith("steps.")}
+    if isinstance(value, dict):
+        return set().union(*(_steps_used(templates, v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_steps_used(templates, v) for v in value))
+    return set()
+
+
+def _check_steps(c: _Compiler, path: KeyPath, action: Action, earlier: list[str]) -> bool:
+    """Chain references: ids unique, `steps.<id>` only of earlier steps, never in `uid`.
+    Returns whether the action reads steps (it is then rendered at send time)."""
+    if action.id is not None and action.id in earlier:
+        c.problems.add(c.entry, (*path, "id"), f"duplicate step id '{action.id}'", c.rule)
+    if _steps_used(c.templates, action.uid):
+        c.problems.add(
+            c.entry,
+            (*path, "uid"),
+            "uid cannot use steps.*: it must be known when the event is read"
+            " (it orders the task's operations)",
+            c.rule,
+        )
+    used = _steps_used(c.templates, action.when, condition=True) if action.when else set()
+    task_used = _steps_used(c.templates, action.task) if action.task else set()
+    for key, names in (("when", used), ("task", task_used)):
+        for name in sorted(names - set(earlier)):
+            hint = did_you_mean(name, earlier) or (
+                f" (earlier steps: {', '.join(earlier)})" if earlier else ""
+            )
+            c.problems.add(
+                c.entry,
+                (*path, key),
+                f"steps.{name}: no earlier action of this rule has id '{name}'{hint}",
+                c.rule,
+            )
+    return bool(used or task_used)
+
+
 def _compile_rule(
     entry: _Entry,
     model: Rule,
@@ -330,15 +389,31 @@ def _compile_rule(
     c = _Compiler(templates, entry, model.name, problems)
     when = c.condition(("when",), model.when) if model.when is not None else None
     actions: list[CompiledAction] = []
+    step_ids: list[str] = []
     for i, action in enumerate(model.actions):
         path: KeyPath = ("actions", i)
         _check_target(c, path, action, targets)
+        deferred = _check_steps(c, path, action, step_ids)
         uid = c.text((*path, "uid"), action.uid)
         action_when = c.condition((*path, "when"), action.when) if action.when is not None else None
         task_ok = action.task is None or c.task((*path, "task"), action.task)
         if uid is not None and task_ok:
             task = templates.value(action.task) if action.task is not None else None
-            actions.append(CompiledAction(i, action.op, action.target, uid, task, action_when))
+            actions.append(
+                CompiledAction(
+                    i,
+                    action.op,
+                    action.target,
+                    uid,
+                    task,
+                    action_when,
+                    action,
+                    deferred,
+                    tuple(step_ids),
+                )
+            )
+        if action.id is not None:
+            step_ids.append(action.id)
     if len(problems) != before:
         return None
     return CompiledRule(

@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EventOp = Literal["insert", "update", "delete", "snapshot", "truncate", "completed"]
+OnError = Literal["stop", "skip", "retry"]
 DEFAULT_ON: Final[tuple[EventOp, ...]] = ("insert", "update")
 DEFAULT_SCHEMA: Final = "public"
 
@@ -27,6 +28,11 @@ class Action(_Model):
     uid: str = Field(min_length=1)
     task: dict[str, Any] | None = None
     when: str | None = None
+    id: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Names this step of the chain; later actions read `steps.<id>.ok/status/response`."""
+    on_error: OnError = "retry"
+    """When this step fails for good: `retry` waits for a redrive, `stop` skips the rest of
+    the chain, `skip` goes on with the next step (which sees `steps.<id>.ok == false`)."""
 
 
 class Rule(_Model):

@@ -13,8 +13,8 @@ only when the whole request failed (the same error then applies to every op).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.errors import DeliveryError

@@ -29,7 +29,13 @@ from bridge.errors import (
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.outbox.base import StoredOp
 from bridge.targets.base import Delivered
-from bridge.targets.http import TRANSIENT_STATUSES, TargetConfigBase, request, user_agent
+from bridge.targets.http import (
+    TRANSIENT_STATUSES,
+    TargetConfigBase,
+    json_body,
+    request,
+    user_agent,
+)
 from bridge.yamlsrc import did_you_mean
 
 DEFAULT_BASE_URL = "https://api.onfragment.com/api/v1"
@@ -116,7 +122,7 @@ class FragmentTarget:
             headers=self._headers,
             timeout=self.config.timeout,
         )
-        return Delivered(http_status=response.status_code, remote_id=task_uuid)
+        return Delivered(response.status_code, task_uuid, json_body(response))
 
     async def send_batch(self, ops: Sequence[StoredOp]) -> list[Delivered | DeliveryError]:
         encoded: dict[int, str] = {}

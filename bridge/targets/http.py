@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -106,3 +107,13 @@ async def request(
     except httpx.RequestError as exc:
         raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
     return check_response(response)
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON body, or None when it has none (kept for chain steps)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

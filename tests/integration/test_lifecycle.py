@@ -53,6 +53,7 @@ def test_untouched_toasted_column_reaches_rules_as_unchanged(bridge_env: BridgeE
 def test_sigterm_finishes_inflight_requests_and_stores_checkpoint(bridge_env: BridgeEnv) -> None:
     """SIGTERM lets in-flight requests finish, stores the checkpoint and exits 0."""
     env = bridge_env
+    env.write_config(target="batch_size: 1")  # five separate requests in flight
     env.fake.add_fault({"method": "PUT", "latency_ms": 1500})
     bridge = env.bridge().start()
     bridge.wait_for_log("source.started")

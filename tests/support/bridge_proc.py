@@ -47,6 +47,16 @@ class BridgeProcess:
         )
         return self
 
+    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another `bridge` command (e.g. `outbox retry ID`) against the same config."""
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
