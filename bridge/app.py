@@ -24,21 +24,31 @@ from bridge.outbox.base import Outbox
 from bridge.outbox.policy import RetryPolicy
 from bridge.rules.engine import RuleEngine
 from bridge.rules.loader import RuleSet, load_rules
+from bridge.sources.base import Source
 from bridge.sources.postgres.lag import slot_lag_bytes
 from bridge.sources.postgres.source import PostgresSource
-from bridge.targets.base import Target
-from bridge.targets.fragment import FragmentConfig, FragmentTarget
+from bridge.sources.task_api import SCHEMA as TASK_API_SCHEMA
+from bridge.sources.task_api import HumanLambdasSource
+from bridge.targets import build_target
+from bridge.targets.base import MemoryStore, Target, TargetStore
+from bridge.targets.humanlambdas import HumanLambdasConfig
 
 HOUSEKEEPING_INTERVAL_S = 30.0
 EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def build_targets(config: BridgeConfig, client: httpx.AsyncClient) -> dict[str, Target]:
-    targets: dict[str, Target] = {}
-    for name, cfg in config.targets.items():
-        if isinstance(cfg, FragmentConfig):
-            targets[name] = FragmentTarget(name, cfg, client)
-    return targets
+def build_targets(
+    config: BridgeConfig,
+    client: httpx.AsyncClient,
+    store: TargetStore | None = None,
+    logger: logging.Logger | None = None,
+) -> dict[str, Target]:
+    """Every configured target; `store` is the outbox when delivering (else in memory)."""
+    store = store if store is not None else MemoryStore()
+    logger = logger or logging.getLogger("bridge")
+    return {
+        name: build_target(name, cfg, client, store, logger) for name, cfg in config.targets.items()
+    }
 
 
 def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet:
@@ -102,7 +112,7 @@ class App:
         outbox = open_configured_outbox(self.loaded, self.outbox_lock)
         server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
         try:
-            targets = build_targets(self.config, client)
+            targets = build_targets(self.config, client, outbox, self.log)
             engine = RuleEngine(load_ruleset(self.loaded, targets))
             reset = outbox.reset_inflight()
             if reset:
@@ -122,20 +132,31 @@ class App:
                 metrics=self.metrics,
                 shutdown_grace=self.config.delivery.shutdown_grace,
             )
-            thread = threading.Thread(
-                target=self._ingest_thread,
-                name="ingest",
-                args=(engine, delivery, shared, lambda: loop.call_soon_threadsafe(stop.set)),
-            )
+            threads = [
+                threading.Thread(
+                    target=self._ingest_thread,
+                    name=f"ingest-{source.name}",
+                    args=(
+                        source,
+                        engine,
+                        delivery,
+                        shared,
+                        lambda: loop.call_soon_threadsafe(stop.set),
+                    ),
+                )
+                for source in self._sources(engine)
+            ]
             if server is not None:
                 server.start()
                 log(self.log, logging.INFO, "metrics.listening", port=server.port)
-            thread.start()
+            for thread in threads:
+                thread.start()
             self.metrics.ready = True
             housekeeping = asyncio.create_task(self._housekeeping(outbox, stop))
             await delivery.run(stop)
             shared.stop_thread.set()
-            await asyncio.to_thread(thread.join)
+            for thread in threads:
+                await asyncio.to_thread(thread.join)
             housekeeping.cancel()
         finally:
             self.metrics.ready = False
@@ -157,20 +178,35 @@ class App:
         log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
         return code
 
-    def _ingest_thread(
-        self, engine: RuleEngine, delivery: Delivery, shared: _Shared, stop_loop: Any
-    ) -> None:
+    def _sources(self, engine: RuleEngine) -> list[Source]:
+        """The change source, plus one poller per Human Lambdas queue whose completed tasks
+        are events."""
         pg = self.config.source.postgres
         assert pg is not None  # validated by SourceConfig
+        sources: list[Source] = [
+            PostgresSource(
+                pg.dsn.get_secret_value(),
+                pg.slot,
+                pg.publication,
+                [t for t in engine.ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")],
+                status_interval=pg.status_interval,
+                logger=self.log,
+            )
+        ]
+        for name, cfg in self.config.targets.items():
+            if isinstance(cfg, HumanLambdasConfig):
+                sources += [HumanLambdasSource(name, cfg, q) for q in cfg.polled_queues()]
+        return sources
+
+    def _ingest_thread(
+        self,
+        source: Source,
+        engine: RuleEngine,
+        delivery: Delivery,
+        shared: _Shared,
+        stop_loop: Any,
+    ) -> None:
         outbox = open_configured_outbox(self.loaded, self.outbox_lock)
-        source = PostgresSource(
-            pg.dsn.get_secret_value(),
-            pg.slot,
-            pg.publication,
-            engine.ruleset.tables(),
-            status_interval=pg.status_interval,
-            logger=self.log,
-        )
         ingest = Ingest(
             source, engine, outbox, logger=self.log, metrics=self.metrics, on_enqueued=delivery.wake
         )
@@ -179,7 +215,7 @@ class App:
         except BaseException as exc:
             shared.error = exc
             if not isinstance(exc, BridgeError):
-                self.log.exception("ingest.crashed")
+                self.log.exception("ingest.crashed", extra={"ctx": {"source": source.name}})
         finally:
             outbox.close()
             stop_loop()

@@ -11,13 +11,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from bridge.durations import Duration
 from bridge.errors import ConfigError
-from bridge.targets.fragment import FragmentConfig
+from bridge.targets import TARGET_CONFIGS, TARGET_KINDS, TargetConfig
 from bridge.yamlsrc import (
     KeyPath,
     YamlDoc,
@@ -81,10 +81,6 @@ class DeliveryConfig(_Model):
     timeout: Duration = DEFAULT_TIMEOUT_S
     shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE_S
     retry: RetryConfig = RetryConfig()
-
-
-TargetConfig = Annotated[FragmentConfig, Field(discriminator="kind")]
-TARGET_KINDS = ("fragment",)
 
 
 class BridgeConfig(_Model):
@@ -174,7 +170,7 @@ def _known_keys(path: tuple[str | int, ...]) -> list[str]:
         field = getattr(model, "model_fields", {}).get(part)
         model = _model_of(field.annotation) if field is not None else None
     if model is None and len(path) == 2 and path[0] == "targets":
-        return list(FragmentConfig.model_fields)
+        return sorted({key for cfg in TARGET_CONFIGS for key in cfg.model_fields})
     return list(getattr(model, "model_fields", {}))
 
 

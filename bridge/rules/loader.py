@@ -324,7 +324,8 @@ def _check_target(
             (*path, "op"),
             f"target '{action.target}' does not support op '{action.op}'"
             f"{did_you_mean(action.op, target.supported_ops)}"
-            f" (supported: {', '.join(sorted(target.supported_ops))})",
+            f" (supported: {', '.join(sorted(target.supported_ops))})"
+            + (f": {note}" if (note := getattr(target, "unsupported_note", None)) else ""),
             c.rule,
         )
     else:

@@ -54,3 +54,36 @@ def batch_size_of(target: Target, op: str) -> int:
     if op in getattr(target, "batch_ops", ()):
         return max(1, int(getattr(target, "max_batch", 1)))
     return 1
+
+
+class TargetStore(Protocol):
+    """What targets may keep in the outbox database: remote ids and small state (cursors,
+    started automation executions). Writes commit at once; calls come from the delivery loop."""
+
+    def get_remote_id(self, target: str, uid: str) -> str | None: ...
+
+    def set_remote_id(self, target: str, uid: str, remote_id: str) -> None: ...
+
+    def get_state(self, key: str) -> str | None: ...
+
+    def set_state(self, key: str, value: str) -> None: ...
+
+
+class MemoryStore:
+    """A `TargetStore` in a dict: for commands that build targets but never deliver."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], str] = {}
+        self._state: dict[str, str] = {}
+
+    def get_remote_id(self, target: str, uid: str) -> str | None:
+        return self._ids.get((target, uid))
+
+    def set_remote_id(self, target: str, uid: str, remote_id: str) -> None:
+        self._ids[(target, uid)] = remote_id
+
+    def get_state(self, key: str) -> str | None:
+        return self._state.get(key)
+
+    def set_state(self, key: str, value: str) -> None:
+        self._state[key] = value

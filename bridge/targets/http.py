@@ -117,3 +117,25 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+class SyncHttp:
+    """A small blocking client for pollers running in their own thread (errors translated
+    like `request`'s)."""
+
+    def __init__(self, headers: dict[str, str], timeout: float) -> None:
+        self._client = httpx.Client(
+            headers={**headers, "User-Agent": user_agent()}, timeout=timeout
+        )
+
+    def get_json(self, url: str, params: dict[str, Any]) -> Any:
+        try:
+            response = self._client.get(url, params=params)
+        except httpx.TimeoutException as exc:
+            raise TransientDeliveryError(f"GET {url}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        return json_body(check_response(response))
+
+    def close(self) -> None:
+        self._client.close()

@@ -12,6 +12,7 @@ from bridge.config import LoadedConfig
 from bridge.errors import SourceUnavailable
 from bridge.rules.loader import RuleSet
 from bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, describe
+from bridge.sources.task_api import SCHEMA as TASK_API_SCHEMA
 
 ROW_NAMES = ("after", "before", "row")
 
@@ -44,6 +45,8 @@ def check_source(loaded: LoadedConfig, ruleset: RuleSet) -> list[str]:
         raise SourceUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
     problems: list[str] = []
     for rule in ruleset.rules:
+        if rule.table.startswith(f"{TASK_API_SCHEMA}."):
+            continue  # events from a task API's poller, not from Postgres
         tables = [t for t in catalog if fnmatch.fnmatchcase(t, rule.table)]
         if not tables:
             problems.append(f"{rule.where}: rule '{rule.name}': table '{rule.table}' not found")
