@@ -317,14 +317,3 @@ def test_error_message_summarises_all_problems(tmp_path: Path) -> None:
     assert str(err.value) == (
         "rules/r.yaml:1: rule 'a': tabel: unknown key (did you mean 'table'?) (and 1 more)"
     )
-
-
-def test_example_rule_files_load() -> None:
-    """Every file in rules/ loads against a fragment target."""
-    files = sorted((ROOT / "rules").glob("*.yaml"))
-    assert files
-    for file in files:
-        ruleset = load_rules(
-            str(file), base_dir=ROOT, config_file="bridge.yaml", config_doc=None, targets=TARGETS
-        )
-        assert ruleset.rules, file
