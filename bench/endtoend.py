@@ -41,7 +41,13 @@ class BridgeRun:
     """`bridge run` in a child process with a config for `dsn`, rules and the fake."""
 
     def __init__(
-        self, workdir: Path, dsn: str, fake: FakeProcess, slot: str, concurrency: int = 32
+        self,
+        workdir: Path,
+        dsn: str,
+        fake: FakeProcess,
+        slot: str,
+        concurrency: int = 32,
+        target_extra: str = "",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rules.yaml").write_text(RULES)
@@ -53,7 +59,7 @@ outbox: {{url: sqlite:///outbox.db}}
 delivery: {{concurrency: {concurrency}, retry: {{initial_backoff: 100ms, max_backoff: 2s,
            max_attempts: 100000}}}}
 targets:
-  fragment: {{kind: fragment, base_url: "{fake.url}", token: "${{BENCH_TOKEN}}"}}
+  fragment: {{kind: fragment, base_url: "{fake.url}", token: "${{BENCH_TOKEN}}"{target_extra}}}
 rules: rules.yaml
 """
         )
@@ -165,11 +171,16 @@ def latency_and_integrity(
     latencies: list[float] = []
     seen: dict[str, list[str]] = defaultdict(list)
     for entry in sorted(ledger, key=lambda e: e["t"]):
-        fields = (entry.get("body") or {}).get("fields") or {}
-        if "stamp" not in fields:
+        if entry["status"] != 200:
             continue
-        latencies.append((entry["t"] - float(fields["stamp"])) * 1000)
-        seen[str(entry["uid"])].append(str(fields["status"]))
+        body = entry.get("body") or {}
+        items = body.get("items") if "items" in body else [{**body, "uid": entry["uid"]}]
+        for item in items:
+            fields = item.get("fields") or {}
+            if "stamp" not in fields:
+                continue
+            latencies.append((entry["t"] - float(fields["stamp"])) * 1000)
+            seen[str(item["uid"])].append(str(fields["status"]))
     from bridge.targets.fragment import fragment_task_uuid
 
     ok = len(seen) == len(expected) and all(

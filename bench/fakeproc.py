@@ -39,6 +39,21 @@ def _serve(conn: Connection) -> None:
             conn.send(None)
         elif command == "count":
             conn.send(fake.ledger_size())
+        elif command == "items":  # operations applied, batch items counted one by one
+            conn.send(
+                sum(
+                    len(e["body"]["items"]) if e["path"] == "/tasks/batch" else 1
+                    for e in fake.ledger()
+                    if e["status"] == 200
+                )
+            )
+        elif command == "tasks":
+            conn.send(len(fake.tasks()))
+        elif command == "rate_limit":
+            fake.rate_limit_per_min = arg
+            conn.send(None)
+        elif command == "rate_limited":
+            conn.send(fake.rate_limited)
 
 
 class FakeProcess:

@@ -2,7 +2,8 @@
 
 Prints one table and writes bench/results/latest.json. Ratios compare figures measured in the
 same run on the same machine (absolute numbers drift on a shared, noisy machine).
-Sizes can be reduced for a quick look: BENCH_CHANGES, BENCH_SECONDS, BENCH_BIG_TX, BENCH_BACKLOG.
+Sizes can be reduced for a quick look: BENCH_CHANGES, BENCH_SECONDS, BENCH_BIG_TX, BENCH_BACKLOG,
+BENCH_PACING_OPS; BENCH_ONLY=ingest,delivery,latency,pacing,memory runs a subset.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from bench.workload import REJECT_RULE, TYPICAL_RULE, write_changes
 from bridge.testing.postgres import TempCluster
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PACING_PER_MIN = 60
+PACING_BATCH = 100
+SECTIONS = ("ingest", "delivery", "latency", "pacing", "memory")
 
 
 def _env(name: str, default: int) -> int:
@@ -93,6 +97,69 @@ def _memory(
         run.stop()
 
 
+def _latency(
+    cluster: TempCluster,
+    fake: FakeProcess,
+    work: Path,
+    rate: int,
+    seconds: int,
+    out: dict[str, Any],
+) -> None:
+    """Commit -> arrival at the fake under a steady load; integrity of what arrived."""
+    dsn = cluster.dsn()
+    fake.call("reset")
+    run = BridgeRun(work / "lat", dsn, fake, "lat", int(out["concurrency"]))
+    run.start()
+    try:
+        run.wait_ready(dsn, "lat")
+        expected = steady_load(dsn, rate, seconds)
+        total = sum(len(v) for v in expected.values())
+        wait_for(lambda: fake.call("items") >= total, 900, "every op at the fake")
+        latencies, ok = latency_and_integrity(fake.call("ledger"), expected)
+    finally:
+        run.stop()
+    for p in (50, 95, 99):
+        out[f"latency_p{p}_ms"] = round(percentile(latencies, p), 1)
+    out["integrity_ok"] = ok
+    out["latency_ops"] = total
+
+
+def _pacing(
+    cluster: TempCluster, fake: FakeProcess, work: Path, ops: int, out: dict[str, Any]
+) -> None:
+    """Upserts to a target limited to 60/min (the fake enforces it): drain time, 429s."""
+    dsn = cluster.dsn()
+    fake.call("reset")
+    fake.call("rate_limit", PACING_PER_MIN)
+    run = BridgeRun(
+        work / "pacing",
+        dsn,
+        fake,
+        "pacing",
+        int(out["concurrency"]),
+        target_extra=f", rate_limit: {PACING_PER_MIN}/min, batch_size: {PACING_BATCH}",
+    )
+    run.start()
+    try:
+        run.wait_ready(dsn, "pacing")
+        started = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO lat (id, status, stamp) SELECT g, 'paced', 0"
+                " FROM generate_series(30000001, %s) g",
+                (30_000_000 + ops,),
+            )
+        wait_for(lambda: fake.call("items") >= ops, 900, "every paced upsert at the fake")
+        out["pacing_ops"] = ops
+        out["pacing_drain_s"] = round(time.monotonic() - started, 1)
+        out["pacing_429s"] = fake.call("rate_limited")
+        requests_10k = -(-10_000 // PACING_BATCH)
+        out["pacing_drain_s_10k_computed"] = round(requests_10k * 60 / PACING_PER_MIN, 1)
+    finally:
+        fake.call("rate_limit", None)
+        run.stop()
+
+
 def main() -> int:
     changes = _env("BENCH_CHANGES", 200_000)
     seconds = _env("BENCH_SECONDS", 30)
@@ -101,6 +168,8 @@ def main() -> int:
     backlog = _env("BENCH_BACKLOG", 100_000)
     # concurrency 8: httpx's AsyncClient throughput collapses at 32 connections here (note)
     n_delivery, concurrency = _env("BENCH_DELIVERY_OPS", 5000), _env("BENCH_CONCURRENCY", 8)
+    pacing_ops = _env("BENCH_PACING_OPS", 1000)
+    only = set(os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(","))
     out: dict[str, Any] = {"changes": changes, "concurrency": concurrency}
     # synchronous_commit=on: the walsender only sends flushed WAL, so `off` (the test default)
     # would add up to wal_writer_delay (200 ms) to every latency figure
@@ -111,52 +180,42 @@ def main() -> int:
     ):
         work = Path(tmp)
         dsn = pg.dsn()
-        print(f"[bench] {changes} changes into three slots ...", flush=True)
-        prepare_slots(dsn, ["raw", "typical", "rejected"])
-        end = write_changes(dsn, changes)
-        out["raw_changes_per_s"] = round(recvlogical_rate(pg, "raw", changes, end))
-        out["ingest_changes_per_s"] = round(
-            bridge_ingest_rate(dsn, "typical", TYPICAL_RULE, changes)
-        )
-        out["ingest_ratio"] = round(out["ingest_changes_per_s"] / out["raw_changes_per_s"], 3)
-        out["ingest_rejected_changes_per_s"] = round(
-            bridge_ingest_rate(dsn, "rejected", REJECT_RULE, changes)
-        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DDL)
+        if "ingest" in only:
+            print(f"[bench] {changes} changes into three slots ...", flush=True)
+            prepare_slots(dsn, ["raw", "typical", "rejected"])
+            end = write_changes(dsn, changes)
+            out["raw_changes_per_s"] = round(recvlogical_rate(pg, "raw", changes, end))
+            out["ingest_changes_per_s"] = round(
+                bridge_ingest_rate(dsn, "typical", TYPICAL_RULE, changes)
+            )
+            out["ingest_ratio"] = round(out["ingest_changes_per_s"] / out["raw_changes_per_s"], 3)
+            out["ingest_rejected_changes_per_s"] = round(
+                bridge_ingest_rate(dsn, "rejected", REJECT_RULE, changes)
+            )
         fake = FakeProcess()
         try:
-            print(
-                f"[bench] delivery: {n_delivery} upserts at concurrency {concurrency} ...",
-                flush=True,
-            )
-            bridge_rate, bare_rate = delivery_rates(fake, n_delivery, concurrency)
-            out["delivery_ops_per_s"] = round(bridge_rate)
-            out["bare_httpx_ops_per_s"] = round(bare_rate)
-            out["delivery_ratio"] = round(bridge_rate / bare_rate, 3)
-
-            print(f"[bench] latency: {rate} changes/s for {seconds}s ...", flush=True)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(DDL)
-            fake.call("reset")
-            run = BridgeRun(work / "lat", dsn, fake, "lat", concurrency)
-            run.start()
-            try:
-                run.wait_ready(dsn, "lat")
-                expected = steady_load(dsn, rate, seconds)
-                total = sum(len(v) for v in expected.values())
-                wait_for(lambda: fake.call("count") >= total, 900, "every op at the fake")
-                latencies, ok = latency_and_integrity(fake.call("ledger"), expected)
-            finally:
-                run.stop()
-            for p in (50, 95, 99):
-                out[f"latency_p{p}_ms"] = round(percentile(latencies, p), 1)
-            out["integrity_ok"] = ok
-            out["latency_ops"] = total
-
-            print(f"[bench] memory: {backlog} backlog, {big_tx}-row transaction ...", flush=True)
-            _memory(pg, fake, work, backlog, big_tx, out)
+            if "delivery" in only:
+                print(
+                    f"[bench] delivery: {n_delivery} upserts at concurrency {concurrency} ...",
+                    flush=True,
+                )
+                bridge_rate, bare_rate = delivery_rates(fake, n_delivery, concurrency)
+                out["delivery_ops_per_s"] = round(bridge_rate)
+                out["bare_httpx_ops_per_s"] = round(bare_rate)
+                out["delivery_ratio"] = round(bridge_rate / bare_rate, 3)
+            if "latency" in only:
+                print(f"[bench] latency: {rate} changes/s for {seconds}s ...", flush=True)
+                _latency(pg, fake, work, rate, seconds, out)
+            if "pacing" in only:
+                print(f"[bench] pacing: {pacing_ops} upserts at 60/min ...", flush=True)
+                _pacing(pg, fake, work, pacing_ops, out)
+            if "memory" in only:
+                print(f"[bench] memory: {backlog} backlog, {big_tx}-row transaction", flush=True)
+                _memory(pg, fake, work, backlog, big_tx, out)
         finally:
             fake.stop()
-    out["pacing_429s"] = None  # needs Fragment batching (issue 4); see the closing note
     _print(out)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")

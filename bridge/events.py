@@ -61,11 +61,17 @@ class SourcePosition:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    _key: str = field(default="", init=False, repr=False, compare=False)
 
     def key(self) -> str:
-        if self.lsn is not None:
-            return f"pg:{format_lsn(self.lsn)}:{self.index}"
-        return f"{self.kind}:{self.topic}:{self.partition}:{self.offset}"
+        """Computed once (it names every operation of the event)."""
+        if not self._key:
+            if self.lsn is not None:
+                key = f"pg:{format_lsn(self.lsn)}:{self.index}"
+            else:
+                key = f"{self.kind}:{self.topic}:{self.partition}:{self.offset}"
+            object.__setattr__(self, "_key", key)
+        return self._key
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 Runs in its own thread. Operations are written in batches; a checkpoint is written only at a
 source `Commit` (or `Idle`) boundary, in the same outbox transaction as the operations of every
-event before it (G1, G2), and the source is acknowledged only after that commit. A big source
+event before it (G1, G2), and the source is acknowledged only after that commit. Commits run on
+an `OutboxWriter` thread while the next batch is decoded; the reading thread acknowledges the
+checkpoints the writer reports durable. A big source
 transaction is written in several batches (bounded memory, G6): re-reading it after a crash
 re-derives the same op ids and inserts nothing twice.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
@@ -22,6 +24,7 @@ from bridge.events import ChangeEvent
 from bridge.observability import Metrics, log
 from bridge.operations import Operation
 from bridge.outbox.base import Outbox
+from bridge.outbox.writer import OutboxWriter
 from bridge.rules.engine import RuleEngine
 from bridge.sources.base import Commit, Idle, Source
 
@@ -73,6 +76,7 @@ class Ingest:
         self._last_idle_store = 0.0
         self._first_unflushed = 0.0
         self.connected = False
+        self._writer: OutboxWriter  # one per session (`_session`)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Ingest:
     def _session(self, stop: threading.Event) -> None:
         checkpoint = self.outbox.get_checkpoint(self.source.name)
         self._reset_buffer()
+        self._writer = OutboxWriter(self.outbox, self.source.name, self._committed)
         try:
             self.source.open(checkpoint)
             self.connected = True
@@ -122,7 +127,11 @@ class Ingest:
                 self._step()
             self._flush(final=True)
         finally:
-            self.source.close()
+            try:
+                self._writer.drain()  # what was queued is complete: let it commit
+            finally:
+                self._writer.close()
+                self.source.close()
 
     def _reset_buffer(self) -> None:
         self._ops = []
@@ -131,6 +140,7 @@ class Ingest:
         self._idle = None
 
     def _step(self) -> None:
+        self._ack_durable()
         items = self.source.read(self.batch_size, READ_TIMEOUT_S)
         now = time.monotonic()
         for item in items:
@@ -164,19 +174,37 @@ class Ingest:
             drained or now - self._first_unflushed >= self.flush_interval
         ):
             self._flush()
-        if self._idle is not None and not self._ops and self._events_since_commit == 0:
+        if (
+            self._idle is not None
+            and not self._ops
+            and self._events_since_commit == 0
+            and self._writer.idle()
+        ):
             self._ack_idle(self._idle)
             self._idle = None
         self._report(now)
 
     def _flush(self, final: bool = False) -> None:
-        """Commit buffered ops (+ the last complete checkpoint) to the outbox, then ack."""
-        if not self._ops and self._checkpoint is None:
-            return
-        ops, checkpoint = self._ops, self._checkpoint
-        inserted = self.outbox.put(ops, self.source.name, checkpoint, self.clock())
-        self._ops, self._checkpoint = [], None
-        self._first_unflushed = time.monotonic()
+        """Hand buffered ops (+ the last complete checkpoint) to the writer; at the end, wait
+        for it and acknowledge."""
+        if self._ops or self._checkpoint is not None:
+            self._writer.submit(self._ops, self._checkpoint, self.clock())
+            self._ops, self._checkpoint = [], None
+            self._first_unflushed = time.monotonic()
+        if final:
+            self._writer.drain()
+            position = self._ack_durable()
+            if position is not None:
+                log(
+                    self.log,
+                    logging.INFO,
+                    "checkpoint.stored",
+                    source=self.source.name,
+                    lsn=position,
+                )
+
+    def _committed(self, ops: Sequence[Operation], inserted: int) -> None:
+        """On the writer thread, after each commit."""
         self.stats.flushes += 1
         self.stats.ops += inserted
         if inserted:
@@ -193,29 +221,26 @@ class Ingest:
                     op=op.op,
                     op_id=op.op_id,
                 )
-        if checkpoint is not None:
-            self.source.ack(checkpoint)
-            self.stats.last_checkpoint = checkpoint
-            if final:
-                log(
-                    self.log,
-                    logging.INFO,
-                    "checkpoint.stored",
-                    source=self.source.name,
-                    lsn=checkpoint,
-                )
-            elif self.log.isEnabledFor(logging.DEBUG):
-                log(self.log, logging.DEBUG, "checkpoint.stored", lsn=checkpoint)
+
+    def _ack_durable(self) -> str | None:
+        """Acknowledge the newest checkpoint the writer has committed, if any."""
+        position = self._writer.durable()
+        if position is not None:
+            self.source.ack(position)
+            self.stats.last_checkpoint = position
+            if self.log.isEnabledFor(logging.DEBUG):
+                log(self.log, logging.DEBUG, "checkpoint.stored", lsn=position)
+        return position
 
     def _ack_idle(self, position: str | None) -> None:
-        """Nothing pending: confirm the source's idle position (G9)."""
+        """Nothing pending (the writer is idle too): confirm the source's idle position (G9)."""
         if position is None:
             return
         now = time.monotonic()
         if now - self._last_idle_store >= IDLE_CHECKPOINT_INTERVAL_S:
-            self.outbox.put([], self.source.name, position, self.clock())
+            self._writer.submit([], position, self.clock())  # acked once durable
             self._last_idle_store = now
-            self.stats.last_checkpoint = position
+            return
         self.source.ack(position)
 
     def _report(self, now: float) -> None:

@@ -12,7 +12,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SecurityError
 
 from bridge.events import UNCHANGED
-from bridge.rules.templates import Templates, UnchangedValueError, lone_expression
+from bridge.rules.templates import Templates, UnchangedValueError, _native, lone_expression
 
 ROW: dict[str, Any] = {
     "id": 7,
@@ -184,3 +184,91 @@ def test_value_renders_nested_task_bodies() -> None:
         "l": [7],
     }
     assert timedelta(days=1) == templates.expression("timedelta(days=1)")(templates.context({}))
+
+
+FAST_CASES = [
+    "{{ after.id }}",
+    "order-{{ after.id }}-{{ after.status }}",
+    "{{after.amount}}",
+    "{{ after.meta.channel }}",
+    "{{ after.nothing }}",
+    "{{ before.status }}",
+    "{{ after.body }}",
+    "{{ after.items }}",
+    "x {{- after.id }} y",
+    "{{ op }}/{{ table }}",
+    "{{ missing_name }}",
+    "{{ after.tags }}",
+    "{{ none }}",
+]
+
+
+@pytest.mark.parametrize("source", FAST_CASES)
+def test_direct_path_reads_match_jinja(source: str) -> None:
+    """Templates read as plain attribute paths give exactly what the sandboxed Jinja
+    environment gives: the same value or text, or the same kind of error."""
+    names = {
+        "op": "insert",
+        "table": "orders",
+        "after": {
+            "id": 7,
+            "status": "paid",
+            "amount": Decimal("1.50"),
+            "meta": {"channel": "web"},
+            "body": UNCHANGED,
+            "items": 3,
+            "tags": ["a", "b"],
+        },
+        "before": None,
+    }
+    templates = Templates()
+    expr = lone_expression(source)
+
+    def outcome(render: Any) -> Any:
+        try:
+            return render(templates.context(names))
+        except Exception as exc:
+            return type(exc)
+
+    slow = templates.env.from_string(source)
+    expected = outcome(lambda ctx: slow.render(names))
+    assert outcome(templates.text(source)) == expected
+    if expr is not None:
+        oracle = templates._expression(expr, _native)
+        assert outcome(templates.expression(expr)) == outcome(oracle)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "after.status == 'paid'",
+        "after.status != 'paid'",
+        'after.status == "new"',
+        "after.id == 7",
+        "after.id != -7",
+        "after.body == 'x'",
+        "after.body != 'x'",
+        "before.status != 'paid'",
+        "after.nothing == 1",
+        "after.status",
+        "after.body",
+        "nope == 'x'",
+    ],
+)
+def test_direct_comparisons_match_jinja(source: str) -> None:
+    """`when` conditions read directly (a path compared with a literal) give what the
+    sandboxed Jinja expression gives, errors included."""
+    names = {"after": {"id": 7, "status": "paid", "body": UNCHANGED}, "before": None}
+    templates = Templates()
+
+    def outcome(render: Any) -> Any:
+        try:
+            return render(templates.context(names))
+        except Exception as exc:
+            return type(exc)
+
+    from bridge.rules.templates import _condition
+
+    assert outcome(templates.condition(source)) == outcome(
+        templates._expression(source, _condition)
+    )
