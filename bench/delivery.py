@@ -1,4 +1,5 @@
-"""Delivery rate: the bridge's delivery loop vs a bare httpx.AsyncClient loop, same requests."""
+"""Delivery rate: the bridge's delivery loop vs a bare httpx.AsyncClient loop, same requests
+(batching off, one PUT per op); and the bridge with Fragment batching on, for reference."""
 
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ def _payload(i: int) -> dict[str, object]:
     return {"fields": {"title": f"Bench row {i}", "amount": f"{i}.00"}}
 
 
-async def _bridge(fake: FakeProcess, outbox: SqliteOutbox, n: int, concurrency: int) -> float:
+async def _bridge(
+    fake: FakeProcess, outbox: SqliteOutbox, n: int, concurrency: int, batch_size: int
+) -> float:
     client = httpx.AsyncClient(
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     )
-    config = FragmentConfig(kind="fragment", base_url=fake.url, token=SecretStr(TOKEN))
+    config = FragmentConfig(
+        kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=batch_size
+    )
     logger = logging.getLogger("bench")
     delivery = Delivery(
         outbox,
@@ -84,8 +89,7 @@ async def _bare(fake: FakeProcess, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
-def delivery_rates(fake: FakeProcess, n: int, concurrency: int) -> tuple[float, float]:
-    """(bridge ops/s, bare httpx ops/s) for `n` upserts at `concurrency`."""
+def _bridge_rate(fake: FakeProcess, n: int, concurrency: int, batch_size: int) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         outbox = SqliteOutbox(str(Path(tmp) / "outbox.db"))
         ops = [
@@ -102,7 +106,15 @@ def delivery_rates(fake: FakeProcess, n: int, concurrency: int) -> tuple[float, 
             for i in range(n)
         ]
         outbox.put(ops, "bench", None, time.time())
-        bridge = asyncio.run(_bridge(fake, outbox, n, concurrency))
-        outbox.close()
+        try:
+            return asyncio.run(_bridge(fake, outbox, n, concurrency, batch_size))
+        finally:
+            outbox.close()
+
+
+def delivery_rates(fake: FakeProcess, n: int, concurrency: int) -> tuple[float, float, float]:
+    """(bridge ops/s, bare httpx ops/s, bridge ops/s with batching) for `n` upserts."""
+    single = _bridge_rate(fake, n, concurrency, batch_size=1)
     bare = asyncio.run(_bare(fake, n, concurrency))
-    return bridge, bare
+    batched = _bridge_rate(fake, n, concurrency, batch_size=100)
+    return single, bare, batched

@@ -32,6 +32,7 @@ from bridge.events import ChangeEvent, SourcePosition
 from bridge.jsonenc import dumps_payload
 from bridge.observability import setup_logging
 from bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
+from bridge.rules.chains import DEFERRED, is_deferred
 from bridge.rules.engine import RuleEngine
 from bridge.rules.loader import RuleSet
 
@@ -185,6 +186,19 @@ def _event_from_json(data: Any) -> ChangeEvent:
     )
 
 
+def _shown_payload(payload: dict[str, Any]) -> Any:
+    """A deferred chain step shows what it will render, not the stored event."""
+    if not is_deferred(payload):
+        return payload
+    spec = payload[DEFERRED]
+    return {
+        "rendered_at_send_time": True,
+        "reads_steps": spec["steps"],
+        "when": spec["when"],
+        "task": spec["task"],
+    }
+
+
 def cmd_dry_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     engine = RuleEngine(_ruleset(loaded))
@@ -202,8 +216,9 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
             "target": o.target,
             "op": o.op,
             "uid": o.uid,
-            "payload": o.payload,
+            "payload": _shown_payload(o.payload),
             "error": o.error,
+            **({"chain_step": o.step_id, "on_error": o.on_error} if o.chain else {}),
         }
         for o in ops
     ]

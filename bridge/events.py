@@ -124,9 +124,10 @@ class ChangeEvent:
             info.update(topic=pos.topic, partition=pos.partition, offset=pos.offset)
         return info
 
-    def template_context(self) -> dict[str, Any]:
-        """The names a rule's `when` and templates can use."""
-        return {
+    def template_context(self, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The names a rule's `when` and templates can use; `changed` and `source` (the
+        costly ones) are left out when named in `skip` (no template reads them)."""
+        names: dict[str, Any] = {
             "op": self.op,
             "schema": self.schema,
             "table": self.table,
@@ -134,6 +135,9 @@ class ChangeEvent:
             "before": self.before,
             "row": self.row,
             "key": self.key,
-            "changed": self.changed,
-            "source": self.source_info(),
         }
+        if "changed" not in skip:
+            names["changed"] = self.changed
+        if "source" not in skip:
+            names["source"] = self.source_info()
+        return names

@@ -71,7 +71,7 @@ def _row_to_op(row: sqlite3.Row | tuple[Any, ...]) -> StoredOp:
     )
 
 
-def _encode(op: Operation, now: float) -> dict[str, Any]:
+def _encode(op: Operation, now: float) -> tuple[Any, ...]:
     """Insert parameters for one op; an unencodable payload makes the op dead, not the batch."""
     error = op.error
     try:
@@ -80,21 +80,21 @@ def _encode(op: Operation, now: float) -> dict[str, Any]:
         # Kept for inspection only; a redrive sends this and the API refuses it.
         payload = json.dumps({"_unencodable": repr(op.payload)})
         error = error or f"rule '{op.rule}' action {op.action_index}: payload: {exc}"
-    return {
-        "op_id": op.op_id,
-        "target": op.target,
-        "uid": op.uid,
-        "op": op.op,
-        "rule": op.rule,
-        "action_index": op.action_index,
-        "position": op.position.key(),
-        "payload": payload,
-        "now": now,
-        "error": error,
-        "chain": op.chain,
-        "step_id": op.step_id,
-        "on_error": op.on_error if op.chain is not None else None,
-    }
+    return (  # ?1 .. ?13 of INSERT
+        op.op_id,
+        op.target,
+        op.uid,
+        op.op,
+        op.rule,
+        op.action_index,
+        op.position.key(),
+        payload,
+        now,
+        error,
+        op.chain,
+        op.step_id,
+        op.on_error if op.chain is not None else None,
+    )
 
 
 class SqliteOutbox:

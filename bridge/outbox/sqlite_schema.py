@@ -87,19 +87,20 @@ COLUMNS = (
 
 # One row per op; the status and head flag are computed against what is already stored,
 # including earlier rows of the same batch (executemany runs the rows in order).
+# Numbered parameters, bound from a tuple in `sqlite._encode`'s order.
 INSERT = """
 INSERT OR IGNORE INTO ops (op_id, target, uid, op, rule, action_index, position, payload,
     status, head, attempts, next_attempt_at, created_at, updated_at, last_error, chain, step_id,
     on_error)
-SELECT :op_id, :target, :uid, :op, :rule, :action_index, :position, :payload,
-    CASE WHEN :error IS NOT NULL THEN 'dead'
-         WHEN :chain IS NOT NULL THEN 'waiting'
-         WHEN EXISTS (SELECT 1 FROM ops b WHERE b.target = :target AND b.uid = :uid
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+    CASE WHEN ?10 IS NOT NULL THEN 'dead'
+         WHEN ?11 IS NOT NULL THEN 'waiting'
+         WHEN EXISTS (SELECT 1 FROM ops b WHERE b.target = ?2 AND b.uid = ?3
                       AND b.status IN ('dead', 'parked')) THEN 'parked'
          ELSE 'pending' END,
-    NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = :target AND o.uid = :uid
+    NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = ?2 AND o.uid = ?3
                 AND o.status NOT IN ('delivered', 'skipped')),
-    0, :now, :now, :now, :error, :chain, :step_id, :on_error
+    0, ?9, ?9, ?9, ?10, ?11, ?12, ?13
 """
 
 PROMOTE = """

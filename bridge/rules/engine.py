@@ -30,6 +30,8 @@ class RuleEngine:
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self._by_table: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        used = ruleset.templates.names_referenced
+        self._skip = frozenset(name for name in ("changed", "source") if name not in used)
 
     def rules_for(self, schema: str, table: str) -> tuple[CompiledRule, ...]:
         key = (schema, table)
@@ -45,7 +47,7 @@ class RuleEngine:
         rules = [r for r in self.rules_for(event.schema, event.table) if event.op in r.ops]
         if not rules:
             return []
-        ctx = self.ruleset.templates.context(event.template_context())
+        ctx = self.ruleset.templates.context(event.template_context(self._skip))
         ops: list[Operation] = []
         for rule in rules:
             chain = chain_key(event, rule.name) if rule.chained else None

@@ -15,9 +15,10 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, Undefined, nodes
+from jinja2 import StrictUndefined, Undefined, meta, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import missing
@@ -120,7 +121,13 @@ def _tojson(value: Any) -> str:
     return dumps_payload(value)
 
 
+# values that can be neither UNCHANGED nor contain it: returned as they are, checked first
+_PLAIN: Final = frozenset({str, int, float, bool, type(None), Decimal, datetime, date, time})
+
+
 def _finalize(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if is_unchanged(value) or isinstance(value, dict | list | tuple):
         reject_unchanged(value)
     return value
@@ -165,6 +172,8 @@ def make_environment() -> RuleEnvironment:
 
 
 def _native(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     if is_unchanged(value) or isinstance(value, dict | list | tuple):
@@ -286,6 +295,12 @@ class Templates:
     def __init__(self) -> None:
         self.env = make_environment()
         self._globals = dict(self.env.globals)
+        self.names_referenced: set[str] = set()
+        """Top-level names any compiled template reads (the engine skips building the
+        others, e.g. `changed`)."""
+
+    def _note(self, template_source: str) -> None:
+        self.names_referenced |= meta.find_undeclared_variables(self.env.parse(template_source))
 
     def context(self, names: Mapping[str, Any]) -> Context:
         """The render context for one event: globals plus the event's names."""
@@ -296,6 +311,7 @@ class Templates:
         # template `{% set result = expr %}`; running its root function on the shared
         # Context avoids building a Context per call (what calling the expression does).
         run = self.env.compile_expression(source, undefined_to_none=False)._template
+        self._note("{{ (" + source + ") }}")
         root = run.root_render_func
 
         def evaluate(ctx: Context) -> Any:
@@ -328,6 +344,7 @@ class Templates:
         if not any(marker in source for marker in _MARKUP):
             return lambda ctx: source
         root, concat = self.env.from_string(source).root_render_func, self.env.concat
+        self._note(source)
 
         def render(ctx: Context) -> str:
             try:

@@ -83,7 +83,9 @@ class BridgeEnv:
         target: str = "",
         source: str = "",
         retry: str = "max_attempts: 50",
+        extra_targets: str = "",
     ) -> Path:
+        """bridge.yaml for this world; `extra_targets` is YAML of more targets (by name)."""
         (self.workdir / "rules").mkdir(exist_ok=True)
         (self.workdir / "rules" / "rules.yaml").write_text(textwrap.dedent(rules))
         self.config_path.write_text(
@@ -107,6 +109,7 @@ targets:
     base_url: {self.fake.url}
     token: ${{FRAGMENT_TOKEN}}
 {textwrap.indent(textwrap.dedent(target), "    ")}
+{textwrap.indent(textwrap.dedent(extra_targets), "  ")}
 rules: rules/
 """
         )

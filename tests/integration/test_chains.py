@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
@@ -146,3 +148,25 @@ def test_kill_between_steps_reruns_nothing_already_delivered(bridge_env: BridgeE
     assert _applied(env, "first-1") == ["PUT", "PATCH"]
     assert env.fake.tasks()[fragment_task_uuid("first-1")]["status"] == "DONE"
     assert env.fake.tasks()[second]["fields"]["parent"] == fragment_task_uuid("first-1")
+
+
+def test_dry_run_shows_the_chain_and_what_renders_at_send_time(bridge_env: BridgeEnv) -> None:
+    """dry-run lists the chain's steps in order; a step reading steps.* shows its templates
+    and which steps it reads instead of a payload."""
+    env = bridge_env
+    env.write_config(rules=_chain())
+    event = {"op": "insert", "table": "public.orders", "after": {"id": 3, "status": "new"}}
+    out = env.bridge().run_cli("dry-run", "--event", "-", stdin=json.dumps(event))
+    assert out.returncode == 0, out.stderr
+    ops = json.loads(out.stdout)
+    assert [(o["op"], o["uid"], o["chain_step"]) for o in ops] == [
+        ("upsert", "first-3", "first"),
+        ("upsert", "second-3", "second"),
+        ("close", "first-3", None),
+    ]
+    assert ops[0]["payload"] == {"fields": {"title": "first 3"}}
+    deferred = ops[1]["payload"]
+    assert deferred["rendered_at_send_time"] and deferred["reads_steps"] == ["first"]
+    assert deferred["task"]["fields"]["parent"] == "{{ steps.first.response.uid }}"
+    assert ops[2]["payload"]["when"] == "steps.second.ok"
+    assert env.fake.ledger() == []

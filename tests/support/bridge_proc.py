@@ -47,10 +47,11 @@ class BridgeProcess:
         )
         return self
 
-    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run another `bridge` command (e.g. `outbox retry ID`) against the same config."""
         return subprocess.run(
             [sys.executable, "-m", "bridge", *args, "-c", str(self.config)],
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,
