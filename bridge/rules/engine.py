@@ -19,7 +19,7 @@ from bridge.jsonenc import PayloadError
 from bridge.operations import Operation, operation_id
 from bridge.rules.chains import chain_key, deferred_payload
 from bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
-from bridge.rules.templates import UnchangedValueError
+from bridge.rules.templates import NullUidError, UnchangedValueError
 
 UNRENDERED_UID = "<unrendered>"
 
@@ -132,6 +132,6 @@ def _failed(
 
 def describe(exc: Exception) -> str:
     """A template failure as one line: our own and Jinja's messages as they are, others typed."""
-    if isinstance(exc, UnchangedValueError | PayloadError | JinjaTemplateError):
+    if isinstance(exc, UnchangedValueError | NullUidError | PayloadError | JinjaTemplateError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -282,8 +282,8 @@ class _Compiler:
             return None
         return self._guard(path, self.templates.condition, source)
 
-    def text(self, path: KeyPath, source: str) -> Renderer | None:
-        return self._guard(path, self.templates.text, source)
+    def uid(self, path: KeyPath, source: str) -> Renderer | None:
+        return self._guard(path, self.templates.uid, source)
 
     def task(self, path: KeyPath, value: Any) -> bool:
         """Syntax-check every string of a task body, so each error names its own key."""
@@ -395,7 +395,7 @@ def _compile_rule(
         path: KeyPath = ("actions", i)
         _check_target(c, path, action, targets)
         deferred = _check_steps(c, path, action, step_ids)
-        uid = c.text((*path, "uid"), action.uid)
+        uid = c.uid((*path, "uid"), action.uid)
         action_when = c.condition((*path, "when"), action.when) if action.when is not None else None
         task_ok = action.task is None or c.task((*path, "task"), action.task)
         if uid is not None and task_ok:

@@ -158,9 +158,22 @@ class RuleEnvironment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def make_environment() -> RuleEnvironment:
+class NullUidError(ValueError):
+    """A uid template rendered a NULL value."""
+
+
+def _finalize_uid(value: Any) -> Any:
+    if value is None:
+        raise NullUidError(
+            "renders a NULL (None): rows with NULL there would all share one task;"
+            " use `x or 'none'`, or a `when` that skips such rows"
+        )
+    return _finalize(value)
+
+
+def make_environment(finalize: Callable[[Any], Any] = _finalize) -> RuleEnvironment:
     env = RuleEnvironment(
-        undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
+        undefined=StrictUndefined, autoescape=False, finalize=finalize, keep_trailing_newline=True
     )
     for name in _NON_DETERMINISTIC_FILTERS:
         env.filters.pop(name, None)
@@ -240,7 +253,9 @@ def _fast_compare(match: re.Match[str], slow: Renderer, check: Callable[[Any], A
     return evaluate
 
 
-def _fast_text(source: str, slow: Callable[[Context], str]) -> Callable[[Context], str]:
+def _fast_text(
+    source: str, slow: Callable[[Context], str], finalize: Callable[[Any], Any]
+) -> Callable[[Context], str]:
     """Text made only of literals and `{{ path }}` parts, joined directly (Jinja otherwise)."""
     parts: list[str | tuple[str, ...]] = []
     end = 0
@@ -268,7 +283,7 @@ def _fast_text(source: str, slow: Callable[[Context], str]) -> Callable[[Context
             value = _resolve(ctx, part)
             if value is _MISSING:
                 return slow(ctx)
-            out.append(str(_finalize(value)))
+            out.append(str(finalize(value)))
         return "".join(out)
 
     return render
@@ -294,6 +309,7 @@ class Templates:
 
     def __init__(self) -> None:
         self.env = make_environment()
+        self.uid_env = make_environment(_finalize_uid)  # the same, but a NULL is an error
         self._globals = dict(self.env.globals)
         self.names_referenced: set[str] = set()
         """Top-level names any compiled template reads (the engine skips building the
@@ -339,11 +355,16 @@ class Templates:
             return self.expression(expr)
         return self.text(source)
 
-    def text(self, source: str) -> Renderer:
-        """A template that always renders to str (uids)."""
+    def uid(self, source: str) -> Renderer:
+        """A task uid: text, where a NULL value is an error instead of `None`."""
+        return self.text(source, uid=True)
+
+    def text(self, source: str, uid: bool = False) -> Renderer:
+        """A template that always renders to str."""
         if not any(marker in source for marker in _MARKUP):
             return lambda ctx: source
-        root, concat = self.env.from_string(source).root_render_func, self.env.concat
+        env = self.uid_env if uid else self.env
+        root, concat = env.from_string(source).root_render_func, env.concat
         self._note(source)
 
         def render(ctx: Context) -> str:
@@ -353,7 +374,7 @@ class Templates:
                 if ctx.vars:
                     ctx.vars.clear()
 
-        return _fast_text(source, render)
+        return _fast_text(source, render, _finalize_uid if uid else _finalize)
 
     def value(self, value: Any) -> Renderer:
         """Recursively compile a YAML value: strings are templates, other scalars constants."""

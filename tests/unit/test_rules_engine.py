@@ -271,6 +271,27 @@ rules:
     assert op.error == "rule 'blank' action 0: uid: rendered empty (' ')"
 
 
+def test_null_in_a_uid_is_an_error_not_the_text_none() -> None:
+    """A NULL column in a uid fails the op (every NULL row would share one task); the same
+    NULL in a task field renders as usual; `or` gives a uid a fallback."""
+    rules = """
+rules:
+  - name: nulls
+    table: orders
+    actions:
+      - {op: upsert, target: fragment, uid: "order-{{ after.customer }}",
+         task: {fields: {who: "by {{ after.customer }}"}}}
+      - {op: upsert, target: fragment, uid: "order-{{ after.customer.upper() }}-x"}
+      - {op: upsert, target: fragment, uid: "order-{{ after.customer or 'anon' }}"}
+"""
+    ops = _engine(rules).evaluate(_event("insert", after={**ORDER, "customer": None}))
+    assert ops[0].error is not None and "uid: renders a NULL (None)" in ops[0].error
+    assert ops[1].error is not None and ops[1].uid == "<unrendered>"
+    assert ops[2].error is None and ops[2].uid == "order-anon"
+    (named,) = _engine(rules).evaluate(_event("insert", after={**ORDER, "customer": "ann"}))[:1]
+    assert named.uid == "order-ann" and named.payload == {"fields": {"who": "by ann"}}
+
+
 def test_example_fragment_rules_on_the_orders_table() -> None:
     """rules/fragment.yaml turns a paid order into an upsert and a shipped one into a close."""
     ruleset = load_rules(
