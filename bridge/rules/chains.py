@@ -17,10 +17,14 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from jinja2 import TemplateSyntaxError
+
 from bridge.errors import TemplateError
 from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
 from bridge.operations import StepResult
+from bridge.rules.schema import Action
 from bridge.rules.templates import Renderer, Templates
+from bridge.yamlsrc import did_you_mean
 
 DEFERRED = "$deferred"
 _TAG = "$t"
@@ -112,6 +116,55 @@ def decode_event(data: Mapping[str, Any]) -> ChangeEvent:
         commit_time=_decode(data["commit_time"]),
         txid=data["txid"],
     )
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def steps_used(templates: Templates, value: Any, condition: bool = False) -> set[str]:
+    """Step ids a template (or every string of a task body) reads as `steps.<id>`."""
+    if isinstance(value, str):
+        source = "{{ " + value + " }}" if condition else value
+        try:
+            names = templates.names_used(source)
+        except TemplateSyntaxError:
+            return set()  # reported by the compiler
+        return {name.removeprefix("steps.") for name in names if name.startswith("steps.")}
+    if isinstance(value, dict):
+        return set().union(*(steps_used(templates, v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(steps_used(templates, v) for v in value))
+    return set()
+
+
+def step_problems(
+    templates: Templates, action: Action, earlier: list[str]
+) -> tuple[list[tuple[str, str]], bool]:
+    """Problems with an action's chain references as (its key, message): ids unique,
+    `steps.<id>` only of earlier steps, never in `uid`; and whether it reads steps (it is
+    then rendered at send time)."""
+    problems: list[tuple[str, str]] = []
+    if action.id is not None and action.id in earlier:
+        problems.append(("id", f"duplicate step id '{action.id}'"))
+    if steps_used(templates, action.uid):
+        problems.append(
+            (
+                "uid",
+                "uid cannot use steps.*: it must be known when the event is read"
+                " (it orders the task's operations)",
+            )
+        )
+    used = steps_used(templates, action.when, condition=True) if action.when else set()
+    task_used = steps_used(templates, action.task) if action.task else set()
+    for key, names in (("when", used), ("task", task_used)):
+        for name in sorted(names - set(earlier)):
+            hint = did_you_mean(name, earlier) or (
+                f" (earlier steps: {', '.join(earlier)})" if earlier else ""
+            )
+            problems.append(
+                (key, f"steps.{name}: no earlier action of this rule has id '{name}'{hint}")
+            )
+    return problems, bool(used or task_used)
 
 
 # -- deferred operations ---------------------------------------------------------------------

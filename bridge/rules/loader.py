@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from bridge.errors import RuleError
+from bridge.rules.chains import step_problems
 from bridge.rules.schema import Action, EventOp, OnError, Rule
 from bridge.rules.templates import Renderer, Templates
 from bridge.yamlsrc import (
@@ -334,49 +335,12 @@ def _check_target(
             c.problems.add(c.entry, (*path, *sub), text, c.rule)
 
 
-def _steps_used(templates: Templates, value: Any, condition: bool = False) -> set[str]:
-    """Step ids a template (or every string of a task body) reads as `steps.<id>`."""
-    if isinstance(value, str):
-        source = "{{ " + value + " }}" if condition else value
-        try:
-            names = templates.names_used(source)
-        except TemplateSyntaxError:
-            return set()  # reported by the compiler
-        return {name.removeprefix("steps.") for name in names if name.startswith("steps.")}
-    if isinstance(value, dict):
-        return set().union(*(_steps_used(templates, v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_steps_used(templates, v) for v in value))
-    return set()
-
-
 def _check_steps(c: _Compiler, path: KeyPath, action: Action, earlier: list[str]) -> bool:
-    """Chain references: ids unique, `steps.<id>` only of earlier steps, never in `uid`.
-    Returns whether the action reads steps (it is then rendered at send time)."""
-    if action.id is not None and action.id in earlier:
-        c.problems.add(c.entry, (*path, "id"), f"duplicate step id '{action.id}'", c.rule)
-    if _steps_used(c.templates, action.uid):
-        c.problems.add(
-            c.entry,
-            (*path, "uid"),
-            "uid cannot use steps.*: it must be known when the event is read"
-            " (it orders the task's operations)",
-            c.rule,
-        )
-    used = _steps_used(c.templates, action.when, condition=True) if action.when else set()
-    task_used = _steps_used(c.templates, action.task) if action.task else set()
-    for key, names in (("when", used), ("task", task_used)):
-        for name in sorted(names - set(earlier)):
-            hint = did_you_mean(name, earlier) or (
-                f" (earlier steps: {', '.join(earlier)})" if earlier else ""
-            )
-            c.problems.add(
-                c.entry,
-                (*path, key),
-                f"steps.{name}: no earlier action of this rule has id '{name}'{hint}",
-                c.rule,
-            )
-    return bool(used or task_used)
+    """Chain references (see `chains.step_problems`); True if the action reads steps."""
+    problems, deferred = step_problems(c.templates, action, earlier)
+    for key, message in problems:
+        c.problems.add(c.entry, (*path, key), message, c.rule)
+    return deferred
 
 
 def _compile_rule(
