@@ -89,13 +89,14 @@ async def request(
 ) -> httpx.Response:
     """Send one request; translate transport errors and statuses into delivery errors."""
     try:
-        where = f"{method} {httpx.URL(url).path}"
+        parsed = httpx.URL(url)  # parsed once: httpx reuses a URL object as it is
     except httpx.InvalidURL as exc:
         raise PermanentDeliveryError(f"{method}: bad target URL: {exc}") from exc
+    where = f"{method} {parsed.path}"
     try:
         response = await client.request(
             method,
-            url,
+            parsed,
             content=content,
             headers=headers,
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
