@@ -37,6 +37,11 @@ def pg_timestamp(micros: int) -> datetime:
     return PG_EPOCH + timedelta(microseconds=micros)
 
 
+# Types whose server text always loads (no 'infinity' or out-of-range forms): no wrapper.
+# bool, int8, int2, int4, text, oid, float4, float8, varchar, numeric, uuid, json, jsonb
+_NEVER_FAIL = frozenset({16, 20, 21, 23, 25, 26, 700, 701, 1043, 1700, 2950, 114, 3802})
+
+
 def _text(data: bytes) -> str:
     return data.decode("utf-8")
 
@@ -57,7 +62,12 @@ class LoaderCache:
         loader = self._loaders.get(oid)
         if loader is None:
             cls = self.adapters.get_loader(oid, pq.Format.TEXT)
-            loader = _text if cls is None else _lenient(cls(oid, self.adapters).load)
+            if cls is None:
+                loader = _text
+            elif oid in _NEVER_FAIL:
+                loader = cls(oid, self.adapters).load
+            else:
+                loader = _lenient(cls(oid, self.adapters).load)
             self._loaders[oid] = loader
         return loader
 
