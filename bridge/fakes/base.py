@@ -112,6 +112,10 @@ class FakeApi:
     def reset_state(self) -> None:
         """Forget the API's data (subclasses extend)."""
 
+    def admin(self, method: str, action: str, body: JsonBody) -> Response | None:
+        """Extra `/_admin/<action>` endpoints of a fake (None: no such action)."""
+        return None
+
     # -- faults and ledger (thread-safe) -------------------------------------------------------
 
     def add_fault(self, fault: dict[str, Any] | Fault) -> None:
@@ -277,7 +281,9 @@ def _admin(api: FakeApi, method: str, action: str, body: JsonBody) -> Response:
     state = getattr(api, action, None)
     if method == "GET" and action == "tasks" and callable(state):
         return Response(200, state())
-    return Response(404, {"detail": f"no admin action {method} {action}"})
+    with api.lock:
+        extra = api.admin(method, action, body)
+    return extra or Response(404, {"detail": f"no admin action {method} {action}"})
 
 
 def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServer:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from bridge.fakes.base import FakeApi, serve
+from bridge.fakes.copilotz import FakeCopilotz
 from bridge.fakes.fragment import FakeFragment
+from bridge.fakes.generic import FakeGeneric
+from bridge.fakes.humanlambdas import FakeHumanLambdas
+from bridge.fakes.workflow import FakeWorkflow
 
 
 def build_fakes(token: str) -> list[FakeApi]:
-    return [FakeFragment(token=token)]
+    """Every fake; Copilotz logs in with username `bridge` and the token as password."""
+    return [
+        FakeFragment(token=token),
+        FakeHumanLambdas(token=token),
+        FakeCopilotz(password=token),
+        FakeWorkflow(token=token),
+        FakeGeneric(token=token),
+    ]
 
 
 def serve_fakes(port: int, host: str = "127.0.0.1", token: str = "test-token") -> None:

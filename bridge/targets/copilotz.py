@@ -56,7 +56,7 @@ class CopilotzTarget:
         self.store = store
         self.base_url = config.base_url.rstrip("/")
         self._token: str | None = None
-        self._expires = datetime.min.replace(tzinfo=UTC)
+        self._expires = datetime(1970, 1, 1, tzinfo=UTC)  # no token yet
         self._login_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
