@@ -345,3 +345,42 @@ tickets:
     assert create["headers"]["authorization"] == "Bearer ***"
     (task,) = generic.tasks().values()
     assert close["path"] == f"/tasks/{task['id']}/close"
+
+
+def test_humanlambdas_update_is_refused_by_validate_and_ambiguous_creates_are_logged(
+    bridge_env: BridgeEnv, humanlambdas: FakeHumanLambdas
+) -> None:
+    """`validate` rejects an update to Human Lambdas, saying the API only creates; a create
+    whose answer is lost is logged as possibly duplicated and retried (at-least-once)."""
+    env = bridge_env
+    hl = f"""
+hl:
+  kind: humanlambdas
+  base_url: {humanlambdas.url}
+  token: {TOKEN}
+  org: acme
+  queue: reviews
+"""
+    bad = """
+rules:
+  - name: upd
+    table: public.orders
+    actions:
+      - {op: update, target: hl, uid: "o-{{ after.id }}", task: {data: {x: 1}}}
+"""
+    env.write_config(rules=bad, extra_targets=hl)
+    out = env.bridge().run_cli("validate")
+    assert out.returncode == 1
+    assert "does not support op 'update'" in out.stdout + out.stderr
+    assert "can only create tasks" in out.stdout + out.stderr
+
+    good = bad.replace("op: update", "op: create")
+    env.write_config(rules=good, extra_targets=hl)
+    humanlambdas.add_fault({"method": "POST", "drop_after_apply": True, "times": 1})
+    bridge = env.bridge().start()
+    bridge.wait_for_log("source.started")
+    env.sql("INSERT INTO orders (id, status) VALUES (1, 'new')")
+    wait_until(lambda: env.outbox_count("status = 'delivered'") == 1, timeout=30, message="sent")
+    (warning,) = bridge.events("op.possibly_duplicated")
+    assert warning["uid"] == "o-1" and warning["level"] == "warning"
+    assert len(humanlambdas.tasks()) == 2, "the API has no external id: at-least-once"
