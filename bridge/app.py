@@ -181,18 +181,23 @@ class App:
     def _sources(self, engine: RuleEngine) -> list[Source]:
         """The change source, plus one poller per Human Lambdas queue whose completed tasks
         are events."""
-        pg = self.config.source.postgres
-        assert pg is not None  # validated by SourceConfig
-        sources: list[Source] = [
-            PostgresSource(
-                pg.dsn.get_secret_value(),
-                pg.slot,
-                pg.publication,
-                [t for t in engine.ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")],
-                status_interval=pg.status_interval,
-                logger=self.log,
+        pg, kafka = self.config.source.postgres, self.config.source.kafka
+        sources: list[Source] = []
+        if pg is not None:
+            sources.append(
+                PostgresSource(
+                    pg.dsn.get_secret_value(),
+                    pg.slot,
+                    pg.publication,
+                    [t for t in engine.ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")],
+                    status_interval=pg.status_interval,
+                    logger=self.log,
+                )
             )
-        ]
+        if kafka is not None:
+            from bridge.sources.kafka import KafkaSource  # kafka-python is heavy to import
+
+            sources.append(KafkaSource(kafka, self.log))
         for name, cfg in self.config.targets.items():
             if isinstance(cfg, HumanLambdasConfig):
                 sources += [HumanLambdasSource(name, cfg, q) for q in cfg.polled_queues()]

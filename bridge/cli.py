@@ -35,6 +35,7 @@ from bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
 from bridge.rules.chains import DEFERRED, is_deferred
 from bridge.rules.engine import RuleEngine
 from bridge.rules.loader import RuleSet
+from bridge.sources.debezium import PoisonMessage, decode_debezium_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,9 +169,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _event_from_json(data: Any) -> ChangeEvent:
+def _is_debezium(data: Any) -> bool:
+    """A Debezium message value (with or without schema) or `{"key": ..., "value": ...}`."""
+    if not isinstance(data, dict):
+        return False
+    if set(data) == {"key", "value"} or set(data) == {"schema", "payload"}:
+        return True
+    return data.get("op") in ("c", "u", "d", "r", "t") and isinstance(data.get("source"), dict)
+
+
+def _event_from_json(data: Any) -> ChangeEvent | None:
+    """A change event as JSON, or a Debezium message (None: a message carrying no row)."""
+    if _is_debezium(data):
+        key, value = (data["key"], data["value"]) if set(data) == {"key", "value"} else (None, data)
+        try:
+            return decode_debezium_json(key, value, topic="dry-run", partition=0, offset=0)
+        except PoisonMessage as exc:
+            raise ConfigError(f"the Debezium message cannot be decoded: {exc.reason}") from exc
     if not isinstance(data, dict) or "table" not in data or "op" not in data:
-        raise ConfigError("the event must be a JSON object with 'op', 'table', 'before', 'after'")
+        raise ConfigError(
+            "the event must be a JSON object with 'op', 'table', 'before', 'after',"
+            ' or a Debezium message value (or {"key": ..., "value": ...})'
+        )
     table = str(data["table"])
     schema = str(data.get("schema") or "public")
     if "." in table:
@@ -207,7 +227,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{args.event}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    ops = engine.evaluate(_event_from_json(data))
+    event = _event_from_json(data)
+    ops = engine.evaluate(event) if event is not None else []
     out = [
         {
             "op_id": o.op_id,
@@ -232,17 +253,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     loaded = _load(args)
     outbox = open_configured_outbox(loaded)
     try:
-        pg = loaded.config.source.postgres
-        assert pg is not None
+        pg, kafka = loaded.config.source.postgres, loaded.config.source.kafka
+        source = f"postgres:{pg.slot}" if pg is not None else f"kafka:{kafka and kafka.group_id}"
         oldest = outbox.oldest_pending_created_at()
         status: dict[str, Any] = {
-            "checkpoint": outbox.get_checkpoint(f"postgres:{pg.slot}"),
+            "checkpoint": outbox.get_checkpoint(source),
             "outbox": outbox.counts(),
             "oldest_pending_age_s": round(time.time() - oldest, 1) if oldest else None,
         }
     finally:
         outbox.close()
-    status["slot_lag_bytes"] = slot_lag_bytes(pg.dsn.get_secret_value(), pg.slot)
+    if pg is not None:
+        status["slot_lag_bytes"] = slot_lag_bytes(pg.dsn.get_secret_value(), pg.slot)
     print(json.dumps(status, indent=2))
     return EXIT_OK
 

@@ -36,6 +36,7 @@ DEFAULT_STATUS_INTERVAL_S = 10.0
 DEFAULT_LAG_WARN_BYTES = 1 << 30
 DEFAULT_RETENTION_S = 7 * 86400.0
 DEFAULT_SHUTDOWN_GRACE_S = 15.0
+DEFAULT_GROUP_ID = "task-bridge"
 
 
 class _Model(BaseModel):
@@ -51,15 +52,40 @@ class PostgresSourceConfig(_Model):
     lag_warn_bytes: int = DEFAULT_LAG_WARN_BYTES
 
 
+class KafkaSourceConfig(_Model):
+    bootstrap_servers: list[str] | str
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = None
+    """A regex of topics to follow instead of (or besides) `topics`."""
+    group_id: str = DEFAULT_GROUP_ID
+    format: Literal["debezium", "json"] = "debezium"
+    json_mapping: dict[str, str] | None = None
+    """For `format: json`: where table/op/before/after/key sit in a record."""
+    client: dict[str, Any] = Field(default_factory=dict)
+    """Passed to kafka-python's KafkaConsumer as is (security_protocol, sasl_*, ssl_*...)."""
+    heartbeat_topic_prefix: str = "__debezium-heartbeat"
+    max_poll_records: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _some_topics(self) -> KafkaSourceConfig:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("kafka: name `topics` or a `topic_pattern`")
+        if self.format == "json" and not self.json_mapping:
+            raise ValueError("kafka: format json needs a `json_mapping` (at least `table`)")
+        return self
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, ("***" if key == "client" and value else value)
+
+
 class SourceConfig(_Model):
     postgres: PostgresSourceConfig | None = None
-    kafka: dict[str, Any] | None = None
+    kafka: KafkaSourceConfig | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceConfig:
-        if self.kafka is not None:
-            raise ValueError("the kafka source is not available in this version; use postgres")
-        if self.postgres is None:
+        if (self.postgres is None) == (self.kafka is None):
             raise ValueError("configure exactly one of postgres | kafka")
         return self
 

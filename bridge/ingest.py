@@ -22,11 +22,11 @@ from tenacity import Retrying, retry_if_exception, stop_never, wait_random_expon
 from bridge.errors import SourceUnavailable
 from bridge.events import ChangeEvent
 from bridge.observability import Metrics, log
-from bridge.operations import Operation
+from bridge.operations import Operation, operation_id
 from bridge.outbox.base import Outbox
 from bridge.outbox.writer import OutboxWriter
 from bridge.rules.engine import RuleEngine
-from bridge.sources.base import Commit, Idle, Source
+from bridge.sources.base import Commit, Idle, Poison, Source
 
 BATCH_SIZE = 2000
 FLUSH_INTERVAL_S = 0.1
@@ -159,6 +159,15 @@ class Ingest:
                         op=item.op,
                         position=item.position.key(),
                     )
+            elif isinstance(item, Poison):
+                self._ops.append(poison_operation(item))
+                log(
+                    self.log,
+                    logging.WARNING,
+                    "event.poison",
+                    position=item.position.key(),
+                    reason=item.reason,
+                )
             elif isinstance(item, Commit):
                 self._checkpoint = item.position
                 self._events_since_commit = 0
@@ -264,3 +273,22 @@ class Ingest:
 def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
     """Backoff sleep that a stop request cuts short."""
     stop.wait(seconds)
+
+
+POISON_TARGET = "(source)"
+
+
+def poison_operation(item: Poison) -> Operation:
+    """An undecodable record as a dead outbox entry: reason, position and the raw bytes."""
+    pos = item.position
+    return Operation(
+        op_id=operation_id(pos, "(poison)", 0),
+        target=POISON_TARGET,
+        op="poison",
+        uid=f"{pos.topic}/{pos.partition}/{pos.offset}",
+        rule="(poison)",
+        action_index=0,
+        position=pos,
+        payload=item.raw,
+        error=f"poison message: {item.reason}",
+    )

@@ -1,7 +1,8 @@
-"""Session fixtures: one throwaway Postgres cluster, a fresh database per test.
+"""Session fixtures: one throwaway Postgres cluster, a fresh database per test, and a
+Kafka-protocol broker (Tansu, or testcontainers' Kafka where Docker answers).
 
-Real services are required in CI: with CI=true a missing Postgres fails the run instead of
-skipping (STYLE habit 11).
+Real services are required in CI: with CI=true a missing Postgres or broker fails the run
+instead of skipping (STYLE habit 11).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bridge.testing.kafka import BrokerUnavailable, KafkaBroker
 from bridge.testing.postgres import ClusterError, TempCluster, find_bindir
 
 _db_counter = itertools.count()
@@ -39,3 +41,18 @@ def pg_dsn(pg_cluster: TempCluster) -> Iterator[str]:
     yield dsn
     if pg_cluster.running:  # a test may leave the server stopped; nothing to drop then
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    broker = KafkaBroker()
+    try:
+        broker.start()
+    except BrokerUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"a Kafka broker is required in CI: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield broker
+    finally:
+        broker.stop()

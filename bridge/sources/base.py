@@ -6,6 +6,7 @@
 - `Commit(position)`: everything before this item belongs to a finished unit (a Postgres
   transaction, a Kafka poll batch); `position` is the checkpoint to store once the operations
   of all earlier events are durable in the outbox.
+- `Poison(position, reason, raw)`: an undecodable record; stored as a dead entry.
 - `Idle(position)`: the source has nothing in flight; once earlier work is durable, `position`
   may be acknowledged too (G9: confirms keepalive positions so a quiet slot holds no WAL).
 
@@ -17,9 +18,9 @@ drops; the caller closes it and opens it again from the stored checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from bridge.events import ChangeEvent
+from bridge.events import ChangeEvent, SourcePosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,17 @@ class Idle:
     position: str | None
 
 
-SourceItem = ChangeEvent | Commit | Idle
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A record the source cannot decode: it becomes one dead outbox entry, and reading
+    goes on. `raw` is kept (bounded) for the operator."""
+
+    position: SourcePosition
+    reason: str
+    raw: dict[str, Any]
+
+
+SourceItem = ChangeEvent | Commit | Idle | Poison
 
 
 class Source(Protocol):

@@ -84,18 +84,15 @@ class BridgeEnv:
         source: str = "",
         retry: str = "max_attempts: 50",
         extra_targets: str = "",
+        kafka: str | None = None,
     ) -> Path:
-        """bridge.yaml for this world; `extra_targets` is YAML of more targets (by name)."""
+        """bridge.yaml for this world; `extra_targets` is YAML of more targets (by name);
+        `kafka` (YAML of a `source.kafka` block) replaces the Postgres source."""
         (self.workdir / "rules").mkdir(exist_ok=True)
         (self.workdir / "rules" / "rules.yaml").write_text(textwrap.dedent(rules))
         self.config_path.write_text(
             f"""source:
-  postgres:
-    dsn: "{self.dsn}"
-    slot: {self.slot}
-    publication: {self.slot}
-    status_interval: 500ms
-{textwrap.indent(textwrap.dedent(source), "    ")}
+{self._source(source, kafka)}
 outbox:
   url: sqlite:///outbox.db
 delivery:
@@ -114,6 +111,23 @@ rules: rules/
 """
         )
         return self.config_path
+
+    def _source(self, extra: str, kafka: str | None) -> str:
+        if kafka is not None:
+            return "  kafka:\n" + textwrap.indent(textwrap.dedent(kafka).strip("\n"), "    ")
+        return f"""  postgres:
+    dsn: "{self.dsn}"
+    slot: {self.slot}
+    publication: {self.slot}
+    status_interval: 500ms
+{textwrap.indent(textwrap.dedent(extra), "    ")}"""
+
+    def sibling(self, name: str) -> BridgeEnv:
+        """Another bridge's world (its own work dir and outbox) sharing this database, fake
+        and process list (so this fixture stops its processes too)."""
+        workdir = self.workdir / name
+        workdir.mkdir()
+        return BridgeEnv(self.dsn, self.fake, workdir, self.slot, self.processes)
 
     def bridge(self) -> BridgeProcess:
         if not self.config_path.exists():
