@@ -8,6 +8,7 @@ so it runs on an in-process S3 (moto's server): topics, records and group offset
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -97,6 +98,7 @@ class KafkaBroker:
             raise BrokerUnavailable(
                 "moto[server] (the S3 that Tansu stores in) is missing"
             ) from exc
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
