@@ -35,6 +35,7 @@ from bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
 from bridge.rules.chains import DEFERRED, is_deferred
 from bridge.rules.engine import RuleEngine
 from bridge.rules.loader import RuleSet
+from bridge.sources.connect import ColumnTypes, column_types
 from bridge.sources.debezium import PoisonMessage, decode_debezium_json
 
 
@@ -178,12 +179,15 @@ def _is_debezium(data: Any) -> bool:
     return data.get("op") in ("c", "u", "d", "r", "t") and isinstance(data.get("source"), dict)
 
 
-def _event_from_json(data: Any) -> ChangeEvent | None:
-    """A change event as JSON, or a Debezium message (None: a message carrying no row)."""
+def _event_from_json(data: Any, types: ColumnTypes) -> ChangeEvent | None:
+    """A change event as JSON, or a Debezium message (None: a message carrying no row);
+    `types` types the columns of a schemaless Debezium message (`kafka.column_types`)."""
     if _is_debezium(data):
         key, value = (data["key"], data["value"]) if set(data) == {"key", "value"} else (None, data)
         try:
-            return decode_debezium_json(key, value, topic="dry-run", partition=0, offset=0)
+            return decode_debezium_json(
+                key, value, topic="dry-run", partition=0, offset=0, column_types=types
+            )
         except PoisonMessage as exc:
             raise ConfigError(f"the Debezium message cannot be decoded: {exc.reason}") from exc
     if not isinstance(data, dict) or "table" not in data or "op" not in data:
@@ -227,7 +231,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{args.event}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    event = _event_from_json(data)
+    kafka = loaded.config.source.kafka
+    event = _event_from_json(data, column_types(kafka.column_types) if kafka else {})
     ops = engine.evaluate(event) if event is not None else []
     out = [
         {

@@ -11,12 +11,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from bridge.durations import Duration
 from bridge.errors import ConfigError
+from bridge.sources.connect import declared_type
 from bridge.targets import TARGET_CONFIGS, TARGET_KINDS, TargetConfig
 from bridge.yamlsrc import (
     KeyPath,
@@ -52,6 +61,15 @@ class PostgresSourceConfig(_Model):
     lag_warn_bytes: int = DEFAULT_LAG_WARN_BYTES
 
 
+def _pg_type(text: str) -> str:
+    declared_type(text)  # ValueError names the known types
+    return text
+
+
+PgType = Annotated[str, AfterValidator(_pg_type)]
+"""A Postgres column type that `bridge.sources.connect.declared_type` knows."""
+
+
 class KafkaSourceConfig(_Model):
     bootstrap_servers: list[str] | str
     topics: list[str] = Field(default_factory=list)
@@ -63,6 +81,8 @@ class KafkaSourceConfig(_Model):
     """For `format: json`: where table/op/before/after/key sit in a record."""
     client: dict[str, Any] = Field(default_factory=dict)
     """Passed to kafka-python's KafkaConsumer as is (security_protocol, sasl_*, ssl_*...)."""
+    column_types: dict[str, dict[str, PgType]] = Field(default_factory=dict)
+    """`schema.table` -> column -> Postgres type, for records without a schema (README, Kafka)."""
     heartbeat_topic_prefix: str = "__debezium-heartbeat"
     max_poll_records: int = Field(2000, ge=1)
 

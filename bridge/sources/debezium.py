@@ -13,10 +13,11 @@ when the field carries `__debezium.source.column.type` NUMERIC/DECIMAL
 change into delete + create; `MicroDuration` counts a month as 30.4375 days (psycopg: 30); nano
 precision is cut to microseconds; unknown semantic names decode by their plain Connect type.
 
-Without a schema (`schemas.enable=false`) nothing says what a column is, so values pass as JSON
-gives them: decimals arrive as base64 strings (or numbers / `{"scale", "value"}` structs),
+Without a schema (`schemas.enable=false`) nothing in the record says what a column is: columns
+declared in `kafka.column_types` decode by their Postgres type (`bridge.sources.connect`), others
+pass as JSON gives them: decimals as base64 strings (or numbers / `{"scale", "value"}` structs),
 timestamps and dates as integers, timestamptz and uuid as strings, json/jsonb as JSON *text*,
-bytea as base64 strings. Rules then see these raw forms; use schemas for typed values.
+bytea as base64 strings.
 
 Both ways, Debezium's unchanged-TOAST placeholder `__debezium_unavailable_value` in any of its
 per-type forms (string, base64 of it for bytes, `[marker]`, its ASCII codes, its name-UUID) becomes
@@ -26,17 +27,16 @@ transaction metadata and rowless events (`op: m`, schema changes) give `None`.
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 from bridge.errors import ConfigError, SourceError
 from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from bridge.sources.connect import ColumnTypes, Decoder, Schema, decode_value
 
 MARKER = "__debezium_unavailable_value"
 _MARKER_B64 = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="  # base64 of MARKER's UTF-8
@@ -48,15 +48,7 @@ _MARKER_LISTS: tuple[list[Any], ...] = (
     list(MARKER.encode()),  # int[]/bigint[]/date[]: the placeholder's ASCII codes
 )
 _OPS = {"c": "insert", "u": "update", "d": "delete", "r": "snapshot", "t": "truncate"}
-_EPOCH = datetime(1970, 1, 1)
-_EPOCH_DATE = date(1970, 1, 1)
-_PG_INFINITY = 9223372036825200000  # PGStatement.DATE_POSITIVE_INFINITY, any time unit
-_PG_NEG_INFINITY = -9223372036832400000
-_NUMERIC_TYPES = ("NUMERIC", "DECIMAL")
-_SOURCE_TYPE = "__debezium.source.column.type"
 _ROWLESS_KEYS = ("ddl", "tableChanges", "databaseName")  # schema-change / history events
-
-Schema = Mapping[str, Any]
 
 
 class PoisonMessage(SourceError):
@@ -71,9 +63,17 @@ class PoisonMessage(SourceError):
 
 
 def decode_debezium(
-    key: bytes | None, value: bytes | None, *, topic: str, partition: int, offset: int
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    column_types: ColumnTypes | None = None,
 ) -> ChangeEvent | None:
-    """One Kafka record of a Debezium PostgreSQL topic -> a `ChangeEvent`, or None if rowless."""
+    """One Kafka record of a Debezium PostgreSQL topic -> a `ChangeEvent`, or None if rowless.
+
+    `column_types` types the columns of schemaless records (a schema, when present, wins)."""
     if value is None:
         return None  # tombstone after a delete
     try:
@@ -81,16 +81,29 @@ def decode_debezium(
         value_doc = _parse(value, "value")
     except PoisonMessage as exc:
         raise PoisonMessage(exc.reason, f"{topic}[{partition}]@{offset}") from exc
-    return decode_debezium_json(key_doc, value_doc, topic=topic, partition=partition, offset=offset)
+    return decode_debezium_json(
+        key_doc,
+        value_doc,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        column_types=column_types,
+    )
 
 
 def decode_debezium_json(
-    key: Any, value: Any, *, topic: str, partition: int, offset: int
+    key: Any,
+    value: Any,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    column_types: ColumnTypes | None = None,
 ) -> ChangeEvent | None:
     """`decode_debezium` for a key and value already parsed from JSON (`bridge dry-run`)."""
     position = SourcePosition(kind="kafka", topic=topic, partition=partition, offset=offset)
     try:
-        return _decode_record(key, value, position, topic)
+        return _decode_record(key, value, position, topic, column_types or {})
     except PoisonMessage as exc:
         raise PoisonMessage(exc.reason, f"{topic}[{partition}]@{offset}") from exc
 
@@ -114,7 +127,7 @@ def _unwrap(doc: Any, what: str) -> tuple[Schema | None, Any]:
 
 
 def _decode_record(
-    key_doc: Any, value_doc: Any, position: SourcePosition, topic: str
+    key_doc: Any, value_doc: Any, position: SourcePosition, topic: str, column_types: ColumnTypes
 ) -> ChangeEvent | None:
     schema, payload = _unwrap(value_doc, "value")
     if payload is None:
@@ -137,19 +150,21 @@ def _decode_record(
     table = source.get("table")
     if not isinstance(table, str) or not table:
         raise PoisonMessage("source.table is missing")
+    namespace = str(source.get("schema") or "pg_catalog")
+    declared = column_types.get(f"{namespace}.{table}", {})
     envelope = _fields(schema) if schema is not None else None
-    before = _row(payload.get("before"), _row_fields(envelope, "before"), "before")
-    after = _row(payload.get("after"), _row_fields(envelope, "after"), "after")
+    before = _row(payload.get("before"), _row_fields(envelope, "before"), "before", declared)
+    after = _row(payload.get("after"), _row_fields(envelope, "after"), "after", declared)
     if op in ("insert", "update", "snapshot") and after is None:
         raise PoisonMessage(f"op {code!r} without an 'after' row")
     return ChangeEvent(
         op=op,
-        schema=str(source.get("schema") or "pg_catalog"),
+        schema=namespace,
         table=table,
         position=position,
         after=after,
         before=before,
-        key={} if op == "truncate" else _key(key_doc),
+        key={} if op == "truncate" else _key(key_doc, declared),
         commit_time=_commit_time(source),
         txid=_txid(source.get("txId")),
     )
@@ -166,14 +181,14 @@ def _rowless(payload: Mapping[str, Any], schema: Schema | None, topic: str) -> b
     return any(k in payload for k in _ROWLESS_KEYS)
 
 
-def _key(doc: Any) -> dict[str, Any]:
+def _key(doc: Any, declared: Mapping[str, Decoder]) -> dict[str, Any]:
     """The record key's fields (primary key / replica identity); {} for a keyless table."""
     schema, payload = _unwrap(doc, "key")
     if payload is None:
         return {}
     if not isinstance(payload, dict):
         raise PoisonMessage(f"key payload is {type(payload).__name__}, not an object")
-    return _row(payload, _fields(schema) if schema is not None else None, "key") or {}
+    return _row(payload, _fields(schema) if schema is not None else None, "key", declared) or {}
 
 
 def _commit_time(source: Mapping[str, Any]) -> datetime | None:
@@ -204,14 +219,25 @@ def _fields(schema: Schema) -> dict[str, Schema]:
     return {f["field"]: f for f in fields if isinstance(f, dict) and "field" in f}
 
 
-def _row(value: Any, fields: dict[str, Schema] | None, what: str) -> dict[str, Any] | None:
-    """A row object (before/after/key) decoded by its struct's fields; None stays None."""
+def _row(
+    value: Any,
+    fields: dict[str, Schema] | None,
+    what: str,
+    declared: Mapping[str, Decoder] | None = None,
+) -> dict[str, Any] | None:
+    """A row object (before/after/key) decoded by its struct's fields, or without a schema by the
+    declared column types (others as JSON gives them); None stays None."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise PoisonMessage(f"{what} is {type(value).__name__}, not an object")
     if fields is None:
-        return {name: _plain_column(v) for name, v in value.items()}
+        return {
+            name: _declared_column(v, declared[name], f"{what}.{name}")
+            if declared and name in declared
+            else _plain_column(v)
+            for name, v in value.items()
+        }
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise PoisonMessage(f"{what}.{unknown[0]} is not in the schema")
@@ -234,8 +260,25 @@ def _column(value: Any, schema: Schema, where: str) -> Any:
         return decode_value(value, schema)
     except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
         label = schema.get("name") or schema.get("type")
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise PoisonMessage(f"{where}: cannot decode {label} value {shown}: {exc}") from exc
+        raise PoisonMessage(f"{where}: cannot decode {label} value {_shown(value)}: {exc}") from exc
+
+
+def _declared_column(value: Any, decoder: Decoder, where: str) -> Any:
+    if value is None:
+        return None
+    if _unavailable(value):
+        return UNCHANGED
+    try:
+        return decoder(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise PoisonMessage(
+            f"{where}: cannot decode {_shown(value)} as its declared type: {exc}"
+        ) from exc
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _unavailable(value: Any, connect_type: Any = None) -> bool:
@@ -261,147 +304,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-# -- values by Connect schema ---------------------------------------------------------------------
-
-
-def decode_value(value: Any, schema: Schema) -> Any:
-    """One JSON value -> the Python value pgoutput gives, by its Connect schema."""
-    if value is None:
-        return None
-    name = schema.get("name")
-    decoder = _SEMANTIC.get(name) if isinstance(name, str) else None
-    if decoder is None:
-        decoder = _BY_TYPE.get(schema.get("type"))
-    if decoder is None:
-        raise ValueError(f"unknown Connect type {schema.get('type')!r}")
-    return decoder(value, schema)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("not an integer")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("not a boolean")
-    return value
-
-
-def _numeric_column(schema: Schema) -> bool:
-    params = schema.get("parameters") or {}
-    return str(params.get(_SOURCE_TYPE, "")).upper() in _NUMERIC_TYPES
-
-
-def _float(value: Any, schema: Schema) -> float | Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-        raise TypeError("not a number")
-    # decimal.handling.mode=double on a numeric column: Decimal, as pgoutput gives
-    return Decimal(str(value)) if _numeric_column(schema) else float(value)
-
-
-def _string(value: Any, schema: Schema) -> str | Decimal:
-    # decimal.handling.mode=string on a numeric column: Decimal, as pgoutput gives
-    return Decimal(_text(value)) if _numeric_column(schema) else _text(value)
-
-
-def _array(value: Any, schema: Schema) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError("not an array")
-    return [decode_value(v, schema["items"]) for v in value]
-
-
-def _map(value: Any, schema: Schema) -> dict[Any, Any]:
-    keys, values = schema["keys"], schema["values"]
-    pairs = value.items() if isinstance(value, dict) else value  # non-string keys: [[k, v], ...]
-    return {decode_value(k, keys): decode_value(v, values) for k, v in pairs}
-
-
-def _struct(value: Any, schema: Schema) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError("not an object")
-    fields = {f["field"]: f for f in schema.get("fields", [])}
-    return {k: decode_value(v, fields[k]) if k in fields else v for k, v in value.items()}
-
-
-def _decimal(value: Any, scale: Any) -> Decimal:
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return Decimal(str(value))  # JsonConverter decimal.format=NUMERIC
-    unscaled = int.from_bytes(base64.b64decode(value, validate=True), "big", signed=True)
-    return Decimal(f"{unscaled}E{-int(scale)}")  # exact: no context rounding
-
-
-def _timestamp(per_second: int) -> Callable[[Any, Schema], datetime | str]:
-    def decode(value: Any, _schema: Schema) -> datetime | str:
-        count = _int(value)
-        if count >= _PG_INFINITY:
-            return "infinity"  # what psycopg keeps for timestamp 'infinity'
-        if count <= _PG_NEG_INFINITY:
-            return "-infinity"
-        return _EPOCH + timedelta(microseconds=count * 1_000_000 // per_second)
-
-    return decode
-
-
-def _zoned_timestamp(value: Any, _schema: Schema) -> datetime | str:
-    text = _text(value)
-    if text in ("infinity", "-infinity"):
-        return text
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _time(per_second: int) -> Callable[[Any, Schema], time | str]:
-    def decode(value: Any, _schema: Schema) -> time | str:
-        micros = _int(value) * 1_000_000 // per_second
-        if micros == 86_400_000_000:
-            return "24:00:00"  # valid in Postgres, not in Python (psycopg keeps the text)
-        return (datetime.min + timedelta(microseconds=micros)).time()
-
-    return decode
-
-
-_BY_TYPE: dict[Any, Callable[[Any, Schema], Any]] = {
-    "int8": lambda v, _: _int(v),
-    "int16": lambda v, _: _int(v),
-    "int32": lambda v, _: _int(v),
-    "int64": lambda v, _: _int(v),
-    "float32": _float,
-    "float64": _float,
-    "boolean": lambda v, _: _bool(v),
-    "string": _string,
-    "bytes": lambda v, _: base64.b64decode(_text(v), validate=True),
-    "array": _array,
-    "map": _map,
-    "struct": _struct,
-}
-_SEMANTIC: dict[str, Callable[[Any, Schema], Any]] = {
-    "org.apache.kafka.connect.data.Decimal": lambda v, s: _decimal(v, s["parameters"]["scale"]),
-    "io.debezium.data.VariableScaleDecimal": lambda v, _: _decimal(v["value"], v["scale"]),
-    "io.debezium.time.Timestamp": _timestamp(1000),
-    "io.debezium.time.MicroTimestamp": _timestamp(1_000_000),
-    "io.debezium.time.NanoTimestamp": _timestamp(1_000_000_000),
-    "org.apache.kafka.connect.data.Timestamp": _timestamp(1000),
-    "io.debezium.time.ZonedTimestamp": _zoned_timestamp,
-    "io.debezium.time.Date": lambda v, _: _EPOCH_DATE + timedelta(days=_int(v)),
-    "org.apache.kafka.connect.data.Date": lambda v, _: _EPOCH_DATE + timedelta(days=_int(v)),
-    "io.debezium.time.Time": _time(1000),
-    "io.debezium.time.MicroTime": _time(1_000_000),
-    "io.debezium.time.NanoTime": _time(1_000_000_000),
-    "org.apache.kafka.connect.data.Time": _time(1000),
-    "io.debezium.time.ZonedTime": lambda v, _: time.fromisoformat(_text(v)),
-    "io.debezium.time.MicroDuration": lambda v, _: timedelta(microseconds=_int(v)),
-    "io.debezium.data.Json": lambda v, _: json.loads(_text(v)),
-    "io.debezium.data.Uuid": lambda v, _: UUID(_text(v)),
-}
 
 
 # -- plain JSON (`format: json`) ------------------------------------------------------------------
@@ -441,32 +343,37 @@ def decode_plain_json(
     topic: str,
     partition: int,
     offset: int,
+    column_types: ColumnTypes | None = None,
 ) -> ChangeEvent | None:
-    """One plain JSON record -> a `ChangeEvent` placed by `mapping`; None for a tombstone."""
+    """One plain JSON record -> a `ChangeEvent` placed by `mapping`; None for a tombstone.
+
+    Values are as JSON gives them, except the columns `column_types` declares."""
     if value is None:
         return None
     where = f"{topic}[{partition}]@{offset}"
     m = mapping if isinstance(mapping, JsonMapping) else JsonMapping.from_mapping(mapping)
     try:
-        doc = _plain(_parse(value, "value"))
+        doc = _parse(value, "value")
         if not isinstance(doc, dict):
             raise PoisonMessage("the record is not a JSON object")
         qualified = m.table[1:] if m.table.startswith("=") else _path(doc, m.table)
         if not isinstance(qualified, str) or not qualified:
             raise PoisonMessage(f"table field {m.table!r} is missing or not a string")
         schema, _, table = qualified.rpartition(".")
+        schema = schema or "public"
+        declared = (column_types or {}).get(f"{schema}.{table}", {})
         whole = m.before is None and m.after is None
-        after = doc if whole else _object(doc, m.after)
-        before = None if whole else _object(doc, m.before)
+        after = _row(doc if whole else _object(doc, m.after), None, "after", declared)
+        before = None if whole else _row(_object(doc, m.before), None, "before", declared)
         op = _plain_op(doc, m.op, before, after)
         if op == "delete" and before is None:
             before, after = after, None
-        key = _object(doc, m.key) or {}
+        key = _row(_object(doc, m.key), None, "key", declared) or {}
     except PoisonMessage as exc:
         raise PoisonMessage(exc.reason, where) from exc
     return ChangeEvent(
         op=op,
-        schema=schema or "public",
+        schema=schema,
         table=table,
         position=SourcePosition(kind="kafka", topic=topic, partition=partition, offset=offset),
         after=after,

@@ -34,6 +34,7 @@ from bridge.errors import SourceUnavailable
 from bridge.events import ChangeEvent, SourcePosition
 from bridge.observability import log
 from bridge.sources.base import Commit, Poison, SourceItem
+from bridge.sources.connect import column_types
 from bridge.sources.debezium import JsonMapping, PoisonMessage, decode_debezium, decode_plain_json
 
 RAW_MAX_BYTES = 64 * 1024
@@ -58,6 +59,7 @@ class KafkaSource:
         self._mapping = (
             JsonMapping.from_mapping(config.json_mapping) if config.json_mapping else None
         )
+        self._types = column_types(config.column_types)
 
     # -- Source --------------------------------------------------------------------------------
 
@@ -147,10 +149,20 @@ class KafkaSource:
             if self.config.format == "json":
                 assert self._mapping is not None
                 return decode_plain_json(
-                    record.value, self._mapping, topic=topic, partition=partition, offset=offset
+                    record.value,
+                    self._mapping,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    column_types=self._types,
                 )
             return decode_debezium(
-                record.key, record.value, topic=topic, partition=partition, offset=offset
+                record.key,
+                record.value,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                column_types=self._types,
             )
         except PoisonMessage as exc:
             return Poison(

@@ -1,8 +1,9 @@
 """Parity of the two sources: row changes read from a real pgoutput slot, and the same changes
 as Debezium records through a real Kafka-protocol broker, give equal `ChangeEvent`s (position
-aside) and so the same operations. With `schemas.enable=true` every value is equal; without a
-schema the values JSON cannot type stay in their raw forms (README, "Kafka"), which a rule that
-renders them as text does not notice."""
+aside) and so the same operations. With `schemas.enable=true`, or without a schema but with the
+columns' types declared (`kafka.column_types`), every value is equal; with neither, the values
+JSON cannot type stay in their raw forms (README, "Kafka"), which a rule that renders them as
+text does not notice."""
 
 from __future__ import annotations
 
@@ -146,7 +147,11 @@ def pg_events(pg_dsn: str) -> list[ChangeEvent]:
 
 
 def _through_kafka(
-    broker: KafkaBroker, events: list[ChangeEvent], *, with_schema: bool
+    broker: KafkaBroker,
+    events: list[ChangeEvent],
+    *,
+    with_schema: bool,
+    column_types: dict[str, dict[str, str]] | None = None,
 ) -> list[ChangeEvent]:
     """Each event as its Debezium record, produced to the broker and read by the Kafka source."""
     topic = broker.create_topic(partitions=1, name=f"app.public.orders.{time.monotonic_ns()}")
@@ -156,7 +161,10 @@ def _through_kafka(
             producer.send(topic, key=key, value=value)
         producer.flush()
     config = KafkaSourceConfig(
-        bootstrap_servers=broker.bootstrap, topics=[topic], group_id=f"parity-{topic}"
+        bootstrap_servers=broker.bootstrap,
+        topics=[topic],
+        group_id=f"parity-{topic}",
+        column_types=column_types or {},
     )
     source = KafkaSource(config, logging.getLogger("test"))
     source.open(None)
@@ -166,10 +174,19 @@ def _through_kafka(
         source.close()
 
 
-def test_debezium_with_schema_gives_the_events_and_operations_of_pgoutput(
-    pg_events: list[ChangeEvent], kafka_broker: KafkaBroker
+@pytest.mark.parametrize("typed_by", ["schema", "column_types"])
+def test_debezium_gives_the_events_and_operations_of_pgoutput(
+    pg_events: list[ChangeEvent], kafka_broker: KafkaBroker, typed_by: str
 ) -> None:
-    kafka_events = _through_kafka(kafka_broker, pg_events, with_schema=True)
+    """With `schemas.enable=true`, or schemaless with the columns' types declared in
+    `kafka.column_types`, every value is equal."""
+    if typed_by == "schema":
+        kafka_events = _through_kafka(kafka_broker, pg_events, with_schema=True)
+    else:
+        declared = {"public.orders": TYPES}
+        kafka_events = _through_kafka(
+            kafka_broker, pg_events, with_schema=False, column_types=declared
+        )
     assert [e.position.kind for e in kafka_events] == ["kafka"] * len(pg_events)
     # what the changes hold, so that equality below means something
     first, _, shipped, changed, _, deleted = pg_events
@@ -188,11 +205,12 @@ def test_debezium_with_schema_gives_the_events_and_operations_of_pgoutput(
         assert _ops(engine, pg_events), "the rules act on these changes"
 
 
-def test_debezium_without_schema_keeps_raw_forms_and_renders_the_same_text(
+def test_debezium_without_schema_or_types_keeps_raw_forms_and_renders_the_same_text(
     pg_events: list[ChangeEvent], kafka_broker: KafkaBroker
 ) -> None:
-    """Schemaless (decimal.handling.mode=string): what JSON types (text, integers, arrays of
-    text, NULL, unchanged TOAST) is equal; numeric, timestamptz, jsonb and uuid stay text."""
+    """Schemaless (decimal.handling.mode=string) with no declared types: what JSON types (text,
+    integers, arrays of text, NULL, unchanged TOAST) is equal; numeric, timestamptz, jsonb and
+    uuid stay text."""
     kafka_events = _through_kafka(kafka_broker, pg_events, with_schema=False)
     raw = {
         "amount": str,
