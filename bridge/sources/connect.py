@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -187,7 +188,7 @@ def _plain_number(value: Any) -> Any:
 _PASS_THROUGH = frozenset(
     {"text", "varchar", "char", "bpchar", "name", "citext", "inet", "cidr", "macaddr", "xml"}
     | {"smallint", "integer", "bigint", "int", "int2", "int4", "int8", "serial", "bigserial"}
-    | {"boolean", "bool", "real", "float4", "float8"}
+    | {"boolean", "bool", "real", "float4", "float8", "double precision"}
 )
 
 
@@ -204,12 +205,14 @@ def declared_type(pg_type: str) -> Decoder:
     if text.endswith("[]"):
         item = declared_type(text[:-2])
         return lambda v: [None if x is None else item(x) for x in _array_value(v)]
-    name, _, params = text.partition("(")
-    name = _ALIASES.get(name.strip(), name.strip())
-    digits = params.rstrip(")").split(",")[0].strip()
-    if params and not digits.isdigit():
+    modifier = _MODIFIER.search(text)  # (p) or (p,s), also mid-name: timestamp(3) with time zone
+    if modifier is not None:
+        text = " ".join((text[: modifier.start()] + " " + text[modifier.end() :]).split())
+    elif "(" in text:
         raise ValueError(f"cannot read the type modifier in {pg_type!r}")
-    per_second = 1000 if digits and int(digits) <= 3 else 1_000_000
+    name = _ALIASES.get(text, text)
+    precision = int(modifier.group(1)) if modifier is not None else 6
+    per_second = 1000 if precision <= 3 else 1_000_000
     if name == "timestamp":
         return _counted_or_iso(_timestamp(per_second), datetime.fromisoformat)
     if name == "time":
@@ -217,7 +220,7 @@ def declared_type(pg_type: str) -> Decoder:
     decoder = _DECLARED.get(name)
     if decoder is not None:
         return decoder
-    if name in _PASS_THROUGH or name.startswith(("character", "double precision", "bit")):
+    if name in _PASS_THROUGH or name.startswith("character"):
         return _plain_number
     known = sorted({*_DECLARED, "timestamp", "time", *_PASS_THROUGH})
     raise ValueError(f"unknown column type {pg_type!r}; known: {', '.join(known)}")
@@ -229,6 +232,7 @@ def _array_value(value: Any) -> list[Any]:
     return value
 
 
+_MODIFIER = re.compile(r"\(\s*(\d+)\s*(?:,\s*-?\d+\s*)?\)")
 _ALIASES = {
     "decimal": "numeric",
     "timestamp without time zone": "timestamp",

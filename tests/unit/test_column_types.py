@@ -27,6 +27,11 @@ from tests.unit.test_debezium import REF, TOPIC, enc, key_doc, value_doc
         ("decimal(5)", 12, Decimal(12)),
         ("timestamptz", "2026-01-01T08:00:00.123456Z", datetime(2026, 1, 1, 8, 0, 0, 123456, UTC)),
         ("timestamp with time zone", "infinity", "infinity"),
+        (
+            "timestamp(3) with time zone",
+            "2026-01-01T08:00:00Z",
+            datetime(2026, 1, 1, 8, tzinfo=UTC),
+        ),
         ("timestamp", 1_000_001, datetime(1970, 1, 1, 0, 0, 1, 1)),  # MicroTimestamp
         ("timestamp(3)", 1_001, datetime(1970, 1, 1, 0, 0, 1, 1000)),  # Timestamp (ms)
         ("timestamp without time zone", "2026-01-01T10:00:00", datetime(2026, 1, 1, 10)),
@@ -46,11 +51,18 @@ from tests.unit.test_debezium import REF, TOPIC, enc, key_doc, value_doc
         ("double precision", Decimal("2.5"), 2.5),
         ("bigint", 7, 7),
         ("character varying(20)", "x", "x"),
+        ("Double  Precision", Decimal("2.5"), 2.5),
     ],
 )
 def test_declared_types_decode_schemaless_values(pg_type: str, wire: Any, value: Any) -> None:
     decoded = declared_type(pg_type)(wire)
     assert decoded == value and type(decoded) is type(value)
+
+
+@pytest.mark.parametrize("pg_type", ["numerc", "numeric(x)", "bit(3)", "timestamp(3"])
+def test_unknown_types_and_modifiers_are_refused(pg_type: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown column type|type modifier"):
+        declared_type(pg_type)
 
 
 def test_schemaless_debezium_record_with_declared_types() -> None:
