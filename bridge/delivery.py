@@ -107,8 +107,9 @@ class Delivery:
                 # let completions that are already due land first: one outbox transaction
                 # for several results, and one claim for several free slots
                 await asyncio.sleep(0)
-                self._commit_results()
-                claimed = self._claim()
+                with self.outbox.transaction():  # one commit for the results and the claim
+                    self._commit_results()
+                    claimed = self._claim()
                 self._report()
                 if claimed and len(self._tasks) < self.concurrency:
                     await asyncio.sleep(0)

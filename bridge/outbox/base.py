@@ -16,6 +16,7 @@ step's response is kept for later steps (`steps.<id>.response`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -92,6 +93,10 @@ class Outbox(Protocol):
         """Mark up to `limit` due pending ops inflight and return them, oldest first. Only the
         head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked.
         `target` / `ops` narrow the claim to one target / those op kinds (batching)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """The writes the calling thread makes inside run as one transaction."""
         ...
 
     def complete(self, results: Sequence[OpResult]) -> None:

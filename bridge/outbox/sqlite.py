@@ -107,6 +107,7 @@ class SqliteOutbox:
         write transactions queue on it instead of on SQLite's busy handler, which sleeps in
         growing steps (up to 100 ms) and showed up as latency spikes."""
         self._write_lock = write_lock or threading.Lock()
+        self._tx_thread: int | None = None  # the thread inside `_tx`, if any
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         if path != ":memory:":
@@ -153,13 +154,24 @@ class SqliteOutbox:
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes this thread makes inside run as one transaction."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); sqlite errors become OutboxError."""
+        """One write transaction (BEGIN IMMEDIATE); sqlite errors become OutboxError. Inside
+        `transaction()` on the same thread, part of that one."""
+        if self._tx_thread == threading.get_ident():
+            yield self._conn
+            return
         with self._write_lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox {self.path}: cannot start a transaction: {exc}") from exc
+            self._tx_thread = threading.get_ident()
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
@@ -169,6 +181,8 @@ class SqliteOutbox:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._tx_thread = None
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

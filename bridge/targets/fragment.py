@@ -77,10 +77,15 @@ class FragmentConfig(TargetConfigBase):
 
 def fragment_task_uuid(uid: str) -> str:
     """The Fragment task UUID for a rendered UID (md5 of the UID unless it is a UUID)."""
-    try:
-        return str(uuid.UUID(uid))
-    except ValueError:
-        return str(uuid.UUID(hashlib.md5(uid.encode("utf-8")).hexdigest()))
+    # what uuid.UUID strips before it wants 32 hex digits: most UIDs fail here, without the
+    # cost of an exception
+    digits = uid.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+    if len(digits) == 32:
+        try:
+            return str(uuid.UUID(uid))
+        except ValueError:
+            pass
+    return str(uuid.UUID(hashlib.md5(uid.encode("utf-8")).hexdigest()))
 
 
 class FragmentTarget:

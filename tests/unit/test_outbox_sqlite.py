@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -445,3 +446,40 @@ def test_task_map_and_state_store_values(outbox: SqliteOutbox) -> None:
     outbox.set_state("cursor", "1")
     outbox.set_state("cursor", "2")
     assert outbox.get_state("cursor") == "2"
+
+
+def test_transaction_groups_writes_and_rolls_back_together(tmp_path: Any) -> None:
+    """Results and the next claim in one transaction: a failure inside undoes both; another
+    thread's write waits for the commit instead of joining the transaction."""
+    box = SqliteOutbox(str(tmp_path / "outbox.db"))
+    other = SqliteOutbox(str(tmp_path / "outbox.db"), write_lock=box._write_lock)
+    try:
+        box.put([make_op(1, uid="a"), make_op(2, uid="b")], "src", None, 1.0)
+        first = box.claim_due(2.0, 1)
+        with pytest.raises(RuntimeError), box.transaction():
+            deliver(box, first)
+            assert box.claim_due(2.0, 1)
+            raise RuntimeError("boom")
+        assert [status_of(box, make_op(n, uid=u)) for n, u in ((1, "a"), (2, "b"))] == [
+            "inflight",
+            "pending",
+        ]
+        written = threading.Event()
+
+        def write_elsewhere() -> None:
+            other.set_state("k", "v")
+            written.set()
+
+        with box.transaction():
+            deliver(box, first)
+            thread = threading.Thread(target=write_elsewhere)
+            thread.start()
+            assert not written.wait(0.2), "the other thread's write waits for this transaction"
+            claimed = box.claim_due(2.0, 1)
+        thread.join(5)
+        assert written.is_set() and other.get_state("k") == "v"
+        assert status_of(box, make_op(1, uid="a")) == "delivered"
+        assert ns(claimed) == [2] and status_of(box, make_op(2, uid="b")) == "inflight"
+    finally:
+        other.close()
+        box.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -38,6 +39,10 @@ def test_task_uuid_passes_uuids_through() -> None:
     value = str(uuid.uuid4())
     assert fragment_task_uuid(value) == value
     assert fragment_task_uuid(value.upper()) == value
+    for form in (value.replace("-", ""), f"{{{value}}}", f"urn:uuid:{value}"):
+        assert fragment_task_uuid(form) == value
+    not_hex = value[:-1] + "g"
+    assert fragment_task_uuid(not_hex) == str(uuid.UUID(hashlib.md5(not_hex.encode()).hexdigest()))
 
 
 def test_config_defaults_and_masked_token() -> None:
