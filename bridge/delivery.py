@@ -6,6 +6,13 @@ until its result is committed. Failure isolation (G5): a permanent error kills o
 its UID's later ops; transient errors retry with backoff and `Retry-After`. Per-target pacing is
 a leaky bucket (aiolimiter) shared by all requests to that target.
 
+Claiming ahead: besides the ops it starts, delivery claims up to `concurrency` more jobs into a
+local queue (not for rate-limited targets, whose pace the cap keeps). A request that finishes
+starts the next queued job at once, and results are committed together with the next claim in
+one outbox transaction when the queue runs low (or a result has waited SETTLE_AFTER_S), so the
+outbox is written once per several ops at high load and at once at low load. Queued jobs are
+`inflight` like started ones; a breaker that opens or a shutdown hands them back unsent.
+
 Batching: when a claimed op can be batched by its target (`targets.base.BatchingTarget`), more
 due ops of that kind are claimed for the same target and sent in one request per `max_batch`.
 Each op still gets its own result; a batch refused as a whole is re-sent one op at a time.
@@ -20,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
 from aiolimiter import AsyncLimiter
@@ -40,6 +47,8 @@ from bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 IDLE_POLL_S = 1.0
 MIN_WAIT_S = 0.01
 STATS_INTERVAL_S = 10.0
+SETTLE_AFTER_S = 0.05
+"""Longest a result waits for its commit while requests are in flight."""
 BREAKER_THRESHOLD = 5
 """Consecutive transient failures of a target before its claims pause (a down API is not
 hammered with every queued op; one probe goes out when the pause ends)."""
@@ -86,8 +95,10 @@ class Delivery:
             for name, rate in rate_limits.items()
         }
         self._health: dict[str, _TargetHealth] = {name: _TargetHealth() for name in targets}
-        self._tasks: dict[asyncio.Task[list[OpResult]], list[StoredOp]] = {}
+        self._tasks: dict[asyncio.Task[None], list[StoredOp]] = {}
+        self._ready: deque[list[StoredOp]] = deque()  # claimed jobs not started yet
         self._results: list[OpResult] = []
+        self._results_since = 0.0  # monotonic time of the oldest uncommitted result
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats: Counter[str] = Counter()
@@ -107,9 +118,13 @@ class Delivery:
                 # let completions that are already due land first: one outbox transaction
                 # for several results, and one claim for several free slots
                 await asyncio.sleep(0)
-                with self.outbox.transaction():  # one commit for the results and the claim
-                    self._commit_results()
-                    claimed = self._claim()
+                claimed = 0
+                if self._should_settle():
+                    with self.outbox.transaction():  # one commit for the results and the claim
+                        self._hand_back_blocked()
+                        self._commit_results()
+                        claimed = self._claim()
+                self._start_ready()
                 self._report()
                 if claimed and len(self._tasks) < self.concurrency:
                     await asyncio.sleep(0)
@@ -121,12 +136,18 @@ class Delivery:
 
     # -- scheduling ----------------------------------------------------------------------------
 
+    def _should_settle(self) -> bool:
+        return (
+            not self._tasks
+            or len(self._ready) <= self.concurrency // 2
+            or len(self._results) >= self.concurrency
+            or (bool(self._results) and time.monotonic() - self._results_since >= SETTLE_AFTER_S)
+        )
+
     def _claim(self) -> int:
-        free = self.concurrency - len(self._tasks)
-        if free <= 0:
-            return 0
+        """Claim jobs for the free slots, then (at most `concurrency`) ahead; returns ops."""
         now = self.clock()
-        busy = Counter(ops[0].target for ops in self._tasks.values())
+        busy = Counter(job[0].target for job in self._tasks.values())
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
         probing: list[str] = []
         for name, health in self._health.items():
@@ -136,19 +157,107 @@ class Delivery:
                     probing.append(name)
         # Nothing to claim while every target is paused or at its cap: skip the query (with a
         # large backlog it scans every pending head and holds the write lock ingest needs).
-        ops = (
-            []
-            if exclude >= set(self._health)
-            else self.outbox.claim_due(now, free, sorted(exclude))
-        )
+        everything = set(self._health)
+        free = self.concurrency - len(self._tasks) - len(self._ready)
+        claimed = 0
+        if free > 0 and not exclude >= everything:
+            claimed = self._queue(self.outbox.claim_due(now, free, sorted(exclude)), now)
         for name in probing:
             others = [t for t in self._health if t != name]
-            ops += self.outbox.claim_due(now, 1, others)
-        for job in self._batched(ops, now):
-            task = asyncio.create_task(self._run_job(job))
+            self._queue(self.outbox.claim_due(now, 1, others), now)
+        self._start_ready()
+        # Ahead, when the free slots took all there was to take (else nothing more is due).
+        # Not for rate-limited targets: a queue of them would wait on their pace.
+        room = self.concurrency - len(self._ready)
+        ahead = exclude | set(self.per_target_cap)
+        if room > 0 and claimed >= free and not ahead >= everything:
+            claimed += self._queue(self.outbox.claim_due(now, room, sorted(ahead)), now)
+        return claimed
+
+    def _queue(self, ops: list[StoredOp], now: float) -> int:
+        self._ready.extend(self._batched(ops, now))
+        return len(ops)
+
+    def _start_ready(self) -> None:
+        while len(self._tasks) < self.concurrency:
+            job = self._next_ready()
+            if job is None:
+                return
+            task = asyncio.create_task(self._work(job))
             self._tasks[task] = job
             task.add_done_callback(self._on_done)
-        return len(ops)
+
+    def _next_ready(self) -> list[StoredOp] | None:
+        """The oldest queued job whose target is neither at its cap nor paused (when its pause
+        is over, one job at a time goes out as the probe)."""
+        busy: Counter[str] | None = None
+        now: float | None = None
+        for i, job in enumerate(self._ready):
+            name = job[0].target
+            health = self._health.get(name)
+            breaker = health is not None and health.failures >= BREAKER_THRESHOLD
+            cap = 1 if breaker else self.per_target_cap.get(name)
+            if breaker and health is not None:
+                now = self.clock() if now is None else now
+                if health.paused_until > now:
+                    continue
+            if cap is not None:
+                busy = busy or Counter(j[0].target for j in self._tasks.values())
+                if busy[name] >= cap:
+                    continue
+            del self._ready[i]
+            return job
+        return None
+
+    async def _work(self, job: list[StoredOp]) -> None:
+        """Run a job, then the next queued one, until the queue has none to give."""
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            results = await self._run_job(job)
+            if not self._results:
+                self._results_since = time.monotonic()
+            self._results.extend(results)
+            self._kick.set()
+            next_job = self._next_ready()
+            if next_job is None:
+                return
+            job = self._tasks[task] = next_job
+
+    def _hand_back_blocked(self) -> None:
+        """Queued jobs of a target paused by its breaker go back to pending, unsent."""
+        now = self.clock()
+        keep: deque[list[StoredOp]] = deque()
+        blocked: list[list[StoredOp]] = []
+        for job in self._ready:
+            health = self._health.get(job[0].target)
+            paused = (
+                health is not None
+                and health.failures >= BREAKER_THRESHOLD
+                and health.paused_until > now
+            )
+            (blocked if paused else keep).append(job)
+        if blocked:
+            self._ready = keep
+            self._hand_back(blocked, error=None)
+
+    def _hand_back(self, jobs: list[list[StoredOp]], error: str | None) -> None:
+        now = self.clock()
+        if jobs and not self._results:
+            self._results_since = time.monotonic()
+        self._results.extend(
+            OpResult(
+                op.seq,
+                "retry",
+                op.attempts,
+                now,
+                next_attempt_at=now,
+                error=error or op.last_error,
+                http_status=op.http_status,
+            )
+            for job in jobs
+            for op in job
+        )
 
     def _batched(self, ops: list[StoredOp], now: float) -> list[list[StoredOp]]:
         """Claimed ops -> jobs: batchable ops grouped per target, topped up with more due ones."""
@@ -177,11 +286,11 @@ class Delivery:
             jobs += [group[i : i + size] for i in range(0, len(group), size)]
         return jobs
 
-    def _on_done(self, task: asyncio.Task[list[OpResult]]) -> None:
+    def _on_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        if not task.cancelled():
-            self._results.extend(task.result())
         self._kick.set()
+        if not task.cancelled():
+            task.result()  # a bug in delivery itself surfaces here
 
     async def _wait_for_work(self) -> None:
         now = self.clock()
@@ -196,6 +305,8 @@ class Delivery:
                     h.paused_until - now for h in self._health.values() if h.paused_until > now
                 ]
                 timeout = max(MIN_WAIT_S, min([IDLE_POLL_S, *pauses]))
+        if self._results:
+            timeout = min(timeout, SETTLE_AFTER_S)
         if not self._kick.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout)
@@ -207,25 +318,17 @@ class Delivery:
             self.outbox.complete(results)
 
     async def _drain(self) -> None:
-        """Let in-flight requests finish (bounded), then commit what they learned (G7)."""
+        """Hand back the queued jobs, let in-flight requests finish (bounded), then commit what
+        they learned (G7)."""
+        queued, self._ready = list(self._ready), deque()
+        self._hand_back(queued, error=None)
         if self._tasks:
             log(self.log, logging.INFO, "delivery.draining", inflight=len(self._tasks))
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
-            now = self.clock()
             for task in pending:
                 job = self._tasks.get(task, [])
                 task.cancel()
-                for op in job:
-                    self._results.append(
-                        OpResult(
-                            op.seq,
-                            "retry",
-                            op.attempts,
-                            now,
-                            next_attempt_at=now,
-                            error="interrupted by shutdown",
-                        )
-                    )
+                self._hand_back([job], error="interrupted by shutdown")
             if pending:
                 await asyncio.wait(pending)
         self._commit_results()

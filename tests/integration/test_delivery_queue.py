@@ -1,0 +1,103 @@
+"""Delivery's claim-ahead queue against the fake Fragment API: per-task order holds, every op
+goes out once, and a stop hands queued jobs back to the outbox unsent (none left inflight)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bridge.delivery import Delivery
+from bridge.events import SourcePosition
+from bridge.fakes.fragment import FakeFragment
+from bridge.observability import Metrics
+from bridge.operations import Operation
+from bridge.outbox.policy import RetryPolicy
+from bridge.outbox.sqlite import SqliteOutbox
+from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+
+TOKEN = "queue-token"
+UIDS, PER_UID = 20, 10
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeFragment]:
+    with FakeFragment(token=TOKEN) as server:
+        yield server
+
+
+def _ops() -> list[Operation]:
+    """PER_UID upserts for each of UIDS tasks, interleaved; `n` counts up per task."""
+    ops = []
+    for n in range(PER_UID):
+        for u in range(UIDS):
+            position = SourcePosition("postgres", lsn=1 + n * UIDS + u, index=0)
+            ops.append(
+                Operation(
+                    f"op-{n:03d}-{u:03d}",
+                    "fragment",
+                    "upsert",
+                    f"task-{u}",
+                    "queue",
+                    0,
+                    position,
+                    {"fields": {"n": n}},
+                )
+            )
+    return ops
+
+
+async def _deliver_until(
+    fake: FakeFragment, outbox: SqliteOutbox, delivered: int, deadline_s: float
+) -> None:
+    """Run delivery (concurrency 4) until `delivered` ops are, then stop it."""
+    async with httpx.AsyncClient() as client:
+        config = FragmentConfig(
+            kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=1
+        )
+        delivery = Delivery(
+            outbox,
+            {"fragment": FragmentTarget("fragment", config, client)},
+            RetryPolicy(),
+            concurrency=4,
+            rate_limits={},
+            logger=logging.getLogger("test"),
+            metrics=Metrics(),
+        )
+        stop = asyncio.Event()
+        run = asyncio.create_task(delivery.run(stop))
+        deadline = time.monotonic() + deadline_s
+        while outbox.counts().get("delivered", 0) < delivered:
+            assert time.monotonic() < deadline, f"{outbox.counts()} after {deadline_s}s"
+            assert not run.done(), "delivery stopped by itself"
+            await asyncio.sleep(0.01)
+        stop.set()
+        await run
+
+
+def test_queued_jobs_keep_task_order_and_go_back_to_pending_on_stop(
+    fake: FakeFragment, tmp_path: Path
+) -> None:
+    fake.add_fault({"method": "PUT", "latency_ms": 20, "times": 10_000})
+    outbox = SqliteOutbox(str(tmp_path / "outbox.db"))
+    try:
+        outbox.put(_ops(), "test", None, time.time())
+        asyncio.run(_deliver_until(fake, outbox, 30, deadline_s=30))
+        counts = outbox.counts()
+        assert counts.get("inflight", 0) == 0, counts
+        assert counts.get("delivered", 0) < UIDS * PER_UID, "stopped part-way"
+        asyncio.run(_deliver_until(fake, outbox, UIDS * PER_UID, deadline_s=60))
+    finally:
+        outbox.close()
+    puts = [r for r in fake.ledger() if r["method"] == "PUT"]
+    assert len(puts) == UIDS * PER_UID, "each op sent once"
+    for u in range(UIDS):
+        path = f"/tasks/{fragment_task_uuid(f'task-{u}')}"
+        sent = [r["body"]["fields"]["n"] for r in puts if r["path"] == path]
+        assert sent == list(range(PER_UID)), f"task-{u} in order"
