@@ -4,7 +4,8 @@ Asyncio with one shared `httpx.AsyncClient` (owned by the app). Ordering per tas
 from the outbox: only the head op of each (target, uid) can be claimed, and it stays `inflight`
 until its result is committed. Failure isolation (G5): a permanent error kills one op and parks
 its UID's later ops; transient errors retry with backoff and `Retry-After`. Per-target pacing is
-a leaky bucket (aiolimiter) shared by all requests to that target.
+a leaky bucket (aiolimiter) shared by all requests to that target; a target that keeps failing
+is paused by its breaker (`breaker.py`). `outcomes.py` turns each attempt into its result.
 
 Claiming ahead: besides the ops it starts, delivery claims up to `concurrency` more jobs into a
 local queue (not for rate-limited targets, whose pace the cap keeps). A request that finishes
@@ -32,15 +33,16 @@ from collections.abc import Callable, Mapping
 
 from aiolimiter import AsyncLimiter
 
+from bridge.breaker import Breakers
 from bridge.errors import (
     PermanentDeliveryError,
-    RetryAfter,
     TemplateError,
     TransientDeliveryError,
 )
 from bridge.observability import Metrics, log
 from bridge.outbox.base import OpResult, Outbox, StoredOp
 from bridge.outbox.policy import RetryPolicy
+from bridge.outcomes import Outcomes, op_context
 from bridge.rules.chains import ChainRenderer, is_deferred
 from bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 
@@ -49,17 +51,6 @@ MIN_WAIT_S = 0.01
 STATS_INTERVAL_S = 10.0
 SETTLE_AFTER_S = 0.05
 """Longest a result waits for its commit while requests are in flight."""
-BREAKER_THRESHOLD = 5
-"""Consecutive transient failures of a target before its claims pause (a down API is not
-hammered with every queued op; one probe goes out when the pause ends)."""
-
-
-class _TargetHealth:
-    __slots__ = ("failures", "paused_until")
-
-    def __init__(self) -> None:
-        self.failures = 0
-        self.paused_until = 0.0
 
 
 class Delivery:
@@ -80,13 +71,11 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.targets = targets
-        self.policy = policy
         self.concurrency = concurrency
         self.log = logger
         self.metrics = metrics
         self.shutdown_grace = shutdown_grace
         self.clock = clock
-        self.rng = rng or random.Random()
         self.chains = chains or ChainRenderer()
         # 1 token per 1/rate seconds, capacity 1: no bursts above the documented limit.
         self.limiters = {name: AsyncLimiter(1, 1.0 / rate) for name, rate in rate_limits.items()}
@@ -94,14 +83,14 @@ class Delivery:
             name: max(1, min(concurrency, math.ceil(rate * 2)))
             for name, rate in rate_limits.items()
         }
-        self._health: dict[str, _TargetHealth] = {name: _TargetHealth() for name in targets}
+        self.breakers = Breakers(targets, policy, logger)
         self._tasks: dict[asyncio.Task[None], list[StoredOp]] = {}
         self._ready: deque[list[StoredOp]] = deque()  # claimed jobs not started yet
         self._results: list[OpResult] = []
         self._results_since = 0.0  # monotonic time of the oldest uncommitted result
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stats: Counter[str] = Counter()
+        self.outcomes = Outcomes(policy, metrics, logger, clock, rng or random.Random())
         self._stats_t = time.monotonic()
 
     def wake(self) -> None:
@@ -150,20 +139,19 @@ class Delivery:
         busy = Counter(job[0].target for job in self._tasks.values())
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
         probing: list[str] = []
-        for name, health in self._health.items():
-            if health.failures >= BREAKER_THRESHOLD:
-                exclude.add(name)  # breaker open: nothing, or one probe when the pause is over
-                if health.paused_until <= now and not busy[name]:
-                    probing.append(name)
+        for name in self.breakers.open_targets():
+            exclude.add(name)  # breaker open: nothing, or one probe when the pause is over
+            if not self.breakers.paused(name, now) and not busy[name]:
+                probing.append(name)
         # Nothing to claim while every target is paused or at its cap: skip the query (with a
         # large backlog it scans every pending head and holds the write lock ingest needs).
-        everything = set(self._health)
+        everything = self.breakers.targets
         free = self.concurrency - len(self._tasks) - len(self._ready)
         claimed = 0
         if free > 0 and not exclude >= everything:
             claimed = self._queue(self.outbox.claim_due(now, free, sorted(exclude)), now)
         for name in probing:
-            others = [t for t in self._health if t != name]
+            others = sorted(everything - {name})
             self._queue(self.outbox.claim_due(now, 1, others), now)
         self._start_ready()
         # Ahead, when the free slots took all there was to take (else nothing more is due).
@@ -191,16 +179,13 @@ class Delivery:
         """The oldest queued job whose target is neither at its cap nor paused (when its pause
         is over, one job at a time goes out as the probe)."""
         busy: Counter[str] | None = None
-        now: float | None = None
+        now = self.clock()
         for i, job in enumerate(self._ready):
             name = job[0].target
-            health = self._health.get(name)
-            breaker = health is not None and health.failures >= BREAKER_THRESHOLD
+            breaker = self.breakers.is_open(name)
+            if breaker and self.breakers.paused(name, now):
+                continue
             cap = 1 if breaker else self.per_target_cap.get(name)
-            if breaker and health is not None:
-                now = self.clock() if now is None else now
-                if health.paused_until > now:
-                    continue
             if cap is not None:
                 busy = busy or Counter(j[0].target for j in self._tasks.values())
                 if busy[name] >= cap:
@@ -230,13 +215,7 @@ class Delivery:
         keep: deque[list[StoredOp]] = deque()
         blocked: list[list[StoredOp]] = []
         for job in self._ready:
-            health = self._health.get(job[0].target)
-            paused = (
-                health is not None
-                and health.failures >= BREAKER_THRESHOLD
-                and health.paused_until > now
-            )
-            (blocked if paused else keep).append(job)
+            (blocked if self.breakers.paused(job[0].target, now) else keep).append(job)
         if blocked:
             self._ready = keep
             self._hand_back(blocked, error=None)
@@ -301,9 +280,7 @@ class Delivery:
                 timeout = min(timeout, due - now)
             if timeout <= 0:
                 # due ops we could not claim: their target is paused or at its cap
-                pauses = [
-                    h.paused_until - now for h in self._health.values() if h.paused_until > now
-                ]
+                pauses = self.breakers.pauses_left(now)
                 timeout = max(MIN_WAIT_S, min([IDLE_POLL_S, *pauses]))
         if self._results:
             timeout = min(timeout, SETTLE_AFTER_S)
@@ -344,15 +321,15 @@ class Delivery:
         target = self.targets.get(op.target)
         attempts = op.attempts + 1
         if target is None:
-            return self._dead(op, attempts, f"unknown target '{op.target}'", None)
+            return self.outcomes.dead(op, attempts, f"unknown target '{op.target}'", None)
         if is_deferred(op.payload):
             try:
                 payload = self.chains.render(op.payload, self.outbox.chain_steps(op.chain or ""))
             except TemplateError as exc:
                 reason = f"rule '{op.rule}' action {op.action_index}: {exc}"
-                return self._dead(op, attempts, reason, None)
+                return self.outcomes.dead(op, attempts, reason, None)
             if payload is None:
-                log(self.log, logging.DEBUG, "op.skipped", **_context(op), reason="when is false")
+                log(self.log, logging.DEBUG, "op.skipped", **op_context(op), reason="when is false")
                 return OpResult(op.seq, "skipped", attempts, self.clock(), error="skipped: when")
             op = dataclasses.replace(op, payload=payload)
         await self._pace(op.target)
@@ -360,15 +337,17 @@ class Delivery:
         try:
             delivered = await target.send(op)
         except PermanentDeliveryError as exc:
-            return self._dead(op, attempts, str(exc), exc.http_status)
+            return self.outcomes.dead(op, attempts, str(exc), exc.http_status)
         except TransientDeliveryError as exc:
-            self._target_failed(op.target, self.clock())
-            return self._retry(op, attempts, exc)
+            self.breakers.failed(op.target, self.clock())
+            return self.outcomes.retry(op, attempts, exc)
         except Exception as exc:  # a bug in a target must not lose the op: retry it, loudly
             self._internal_error(op.target, exc)
-            return self._retry(op, attempts, TransientDeliveryError(f"internal error: {exc!r}"))
-        self._target_ok(op.target)
-        return self._delivered(op, attempts, delivered, time.monotonic() - started)
+            return self.outcomes.retry(
+                op, attempts, TransientDeliveryError(f"internal error: {exc!r}")
+            )
+        self.breakers.ok(op.target)
+        return self.outcomes.delivered(op, attempts, delivered, time.monotonic() - started)
 
     async def _deliver_batch(self, ops: list[StoredOp]) -> list[OpResult]:
         """Several ops of one batching target in one request; one result per op."""
@@ -382,24 +361,24 @@ class Delivery:
             log(self.log, logging.INFO, "batch.split", target=name, ops=len(ops), error=str(exc))
             return [await self._deliver(op) for op in ops]
         except TransientDeliveryError as exc:
-            self._target_failed(name, self.clock())
-            return [self._retry(op, op.attempts + 1, exc) for op in ops]
+            self.breakers.failed(name, self.clock())
+            return [self.outcomes.retry(op, op.attempts + 1, exc) for op in ops]
         except Exception as exc:
             self._internal_error(name, exc)
             error = TransientDeliveryError(f"internal error: {exc!r}")
-            return [self._retry(op, op.attempts + 1, error) for op in ops]
+            return [self.outcomes.retry(op, op.attempts + 1, error) for op in ops]
         latency = time.monotonic() - started
-        self._target_ok(name)
-        self._stats["batches"] += 1
+        self.breakers.ok(name)
+        self.outcomes.stats["batches"] += 1
         results = []
         for op, outcome in zip(ops, outcomes, strict=True):
             attempts = op.attempts + 1
             if isinstance(outcome, Delivered):
-                results.append(self._delivered(op, attempts, outcome, latency))
+                results.append(self.outcomes.delivered(op, attempts, outcome, latency))
             elif isinstance(outcome, TransientDeliveryError):
-                results.append(self._retry(op, attempts, outcome))
+                results.append(self.outcomes.retry(op, attempts, outcome))
             else:
-                results.append(self._dead(op, attempts, str(outcome), outcome.http_status))
+                results.append(self.outcomes.dead(op, attempts, str(outcome), outcome.http_status))
         return results
 
     async def _pace(self, target: str) -> None:
@@ -414,123 +393,18 @@ class Delivery:
             extra={"ctx": {"target": target, "error": repr(exc)}},
         )
 
-    def _delivered(
-        self, op: StoredOp, attempts: int, delivered: Delivered, latency: float
-    ) -> OpResult:
-        self.metrics.delivered.labels(op.target).inc()
-        self.metrics.latency.labels(op.target).observe(latency)
-        self._stats["delivered"] += 1
-        if self.log.isEnabledFor(logging.DEBUG):
-            log(
-                self.log,
-                logging.DEBUG,
-                "op.delivered",
-                **_context(op),
-                attempt=attempts,
-                http_status=delivered.http_status,
-                latency_ms=round(latency * 1000, 1),
-            )
-        return OpResult(
-            op.seq,
-            "delivered",
-            attempts,
-            self.clock(),
-            http_status=delivered.http_status,
-            remote_id=delivered.remote_id,
-            response=delivered.response,
-        )
-
-    def _retry(self, op: StoredOp, attempts: int, exc: TransientDeliveryError) -> OpResult:
-        """A transient failure: back off (Retry-After is a floor), or dead when out of budget."""
-        now = self.clock()
-        error, http_status = str(exc), exc.http_status
-        retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
-        delay = self.policy.decide(attempts, op.created_at, now, retry_after, self.rng)
-        if delay is None:
-            return self._dead(
-                op, attempts, f"gave up after {attempts} attempts: {error}", http_status
-            )
-        self.metrics.retries.labels(op.target).inc()
-        self._stats["retried"] += 1
-        log(
-            self.log,
-            logging.INFO,
-            "op.retry",
-            **_context(op),
-            attempt=attempts,
-            http_status=http_status,
-            error=error,
-            retry_in_s=round(delay, 3),
-        )
-        return OpResult(
-            op.seq,
-            "retry",
-            attempts,
-            now,
-            next_attempt_at=now + delay,
-            error=error,
-            http_status=http_status,
-        )
-
-    def _dead(self, op: StoredOp, attempts: int, reason: str, http_status: int | None) -> OpResult:
-        self.metrics.dead.labels(op.target).inc()
-        self._stats["dead"] += 1
-        log(
-            self.log,
-            logging.WARNING,
-            "op.dead",
-            **_context(op),
-            attempt=attempts,
-            http_status=http_status,
-            reason=reason,
-        )
-        return OpResult(
-            op.seq, "dead", attempts, self.clock(), error=reason, http_status=http_status
-        )
-
-    def _target_ok(self, name: str) -> None:
-        health = self._health.get(name)
-        if health is not None and health.failures:
-            if health.failures >= BREAKER_THRESHOLD:
-                log(self.log, logging.INFO, "target.resumed", target=name)
-            health.failures = 0
-            health.paused_until = 0.0
-
-    def _target_failed(self, name: str, now: float) -> None:
-        """Count a transient failure; from BREAKER_THRESHOLD on, pause the target's claims."""
-        health = self._health.get(name)
-        if health is None:
-            return
-        health.failures += 1
-        excess = health.failures - BREAKER_THRESHOLD
-        if excess >= 0 and health.paused_until <= now:
-            pause = min(self.policy.max_backoff, self.policy.initial_backoff * 2 ** min(excess, 30))
-            health.paused_until = now + pause
-            log(
-                self.log,
-                logging.WARNING,
-                "target.paused",
-                target=name,
-                consecutive_failures=health.failures,
-                retry_in_s=round(pause, 3),
-            )
-
     def _report(self) -> None:
         now = time.monotonic()
         if now - self._stats_t < STATS_INTERVAL_S:
             return
-        if self._stats:
+        stats = self.outcomes.stats
+        if stats:
             log(
                 self.log,
                 logging.INFO,
                 "delivery.progress",
                 inflight=len(self._tasks),
-                **dict(self._stats),
+                **dict(stats),
             )
-        self._stats.clear()
+        stats.clear()
         self._stats_t = now
-
-
-def _context(op: StoredOp) -> dict[str, object]:
-    """The log fields that identify an operation."""
-    return {"target": op.target, "uid": op.uid, "op": op.op, "op_id": op.op_id, "rule": op.rule}
