@@ -136,7 +136,7 @@ class Delivery:
     def _claim(self) -> int:
         """Claim jobs for the free slots, then (at most `concurrency`) ahead; returns ops."""
         now = self.clock()
-        busy = Counter(job[0].target for job in self._tasks.values())
+        busy = self._busy()
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
         probing: list[str] = []
         for name in self.breakers.open_targets():
@@ -187,7 +187,8 @@ class Delivery:
                 continue
             cap = 1 if breaker else self.per_target_cap.get(name)
             if cap is not None:
-                busy = busy or Counter(j[0].target for j in self._tasks.values())
+                if busy is None:
+                    busy = self._busy()
                 if busy[name] >= cap:
                     continue
             del self._ready[i]
@@ -199,10 +200,7 @@ class Delivery:
         task = asyncio.current_task()
         assert task is not None
         while True:
-            results = await self._run_job(job)
-            if not self._results:
-                self._results_since = time.monotonic()
-            self._results.extend(results)
+            self._add_results(await self._run_job(job))
             self._kick.set()
             next_job = self._next_ready()
             if next_job is None:
@@ -222,21 +220,31 @@ class Delivery:
 
     def _hand_back(self, jobs: list[list[StoredOp]], error: str | None) -> None:
         now = self.clock()
-        if jobs and not self._results:
-            self._results_since = time.monotonic()
-        self._results.extend(
-            OpResult(
-                op.seq,
-                "retry",
-                op.attempts,
-                now,
-                next_attempt_at=now,
-                error=error or op.last_error,
-                http_status=op.http_status,
-            )
-            for job in jobs
-            for op in job
+        self._add_results(
+            [
+                OpResult(
+                    op.seq,
+                    "retry",
+                    op.attempts,
+                    now,
+                    next_attempt_at=now,
+                    error=error or op.last_error,
+                    http_status=op.http_status,
+                )
+                for job in jobs
+                for op in job
+            ]
         )
+
+    def _add_results(self, results: list[OpResult]) -> None:
+        """Results wait here for the next settle; the oldest one's age bounds that wait."""
+        if results and not self._results:
+            self._results_since = time.monotonic()
+        self._results.extend(results)
+
+    def _busy(self) -> Counter[str]:
+        """Running jobs per target."""
+        return Counter(job[0].target for job in self._tasks.values())
 
     def _batched(self, ops: list[StoredOp], now: float) -> list[list[StoredOp]]:
         """Claimed ops -> jobs: batchable ops grouped per target, topped up with more due ones."""
