@@ -16,7 +16,7 @@ import httpx
 
 from bridge.config import BridgeConfig, LoadedConfig
 from bridge.delivery import Delivery
-from bridge.errors import BridgeError, SourceUnavailable
+from bridge.errors import BridgeError, OutboxUnavailable, SourceUnavailable
 from bridge.ingest import Ingest
 from bridge.observability import Metrics, MetricsServer, log
 from bridge.outbox import open_outbox
@@ -64,7 +64,7 @@ def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet
 def open_configured_outbox(
     loaded: LoadedConfig, write_lock: threading.Lock | None = None
 ) -> Outbox:
-    return open_outbox(loaded.config.outbox.url, loaded.base_dir, write_lock)
+    return open_outbox(loaded.config.outbox.url.get_secret_value(), loaded.base_dir, write_lock)
 
 
 def make_client(config: BridgeConfig) -> httpx.AsyncClient:
@@ -172,7 +172,7 @@ class App:
             return EXIT_OK
         code = (
             EXIT_UNAVAILABLE
-            if isinstance(error, SourceUnavailable)
+            if isinstance(error, SourceUnavailable | OutboxUnavailable)
             else (EXIT_INVALID if isinstance(error, BridgeError) else EXIT_INTERNAL)
         )
         log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))

@@ -27,7 +27,7 @@ from bridge.app import (
 )
 from bridge.config import LoadedConfig, load_config
 from bridge.durations import parse_duration
-from bridge.errors import BridgeError, ConfigError, RuleError, SourceUnavailable
+from bridge.errors import BridgeError, ConfigError, OutboxUnavailable, RuleError, SourceUnavailable
 from bridge.events import ChangeEvent, SourcePosition
 from bridge.jsonenc import dumps_payload
 from bridge.observability import setup_logging
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
-    except SourceUnavailable as exc:
+    except (SourceUnavailable, OutboxUnavailable) as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except BridgeError as exc:
@@ -149,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     except BridgeError as exc:
         logger.error("startup.failed", extra={"ctx": {"error": str(exc)}})
-        return EXIT_UNAVAILABLE if isinstance(exc, SourceUnavailable) else EXIT_INVALID
+        unavailable = isinstance(exc, SourceUnavailable | OutboxUnavailable)
+        return EXIT_UNAVAILABLE if unavailable else EXIT_INVALID
     except Exception:
         logger.exception("internal.error")
         return EXIT_INTERNAL

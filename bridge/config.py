@@ -111,7 +111,8 @@ class SourceConfig(_Model):
 
 
 class OutboxConfig(_Model):
-    url: str = DEFAULT_OUTBOX_URL
+    url: SecretStr = SecretStr(DEFAULT_OUTBOX_URL)
+    """A Postgres URL holds a password."""
     retention: Duration = DEFAULT_RETENTION_S
 
 

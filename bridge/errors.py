@@ -9,6 +9,7 @@ Callers catch by what they do next::
      +-- SourceError              the change source failed
      |    +-- SourceUnavailable   cannot connect (exit 2); retried with backoff while running
      +-- OutboxError              the outbox database failed
+     |    +-- OutboxUnavailable   cannot connect to it (exit 2)
      +-- DeliveryError            a target refused or failed an operation
           +-- TransientDeliveryError   retry with backoff
           |    +-- RetryAfter          the API asked us to wait (a signal, not a failure)
@@ -52,6 +53,10 @@ class SourceUnavailable(SourceError):
 
 class OutboxError(BridgeError):
     """The outbox database failed."""
+
+
+class OutboxUnavailable(OutboxError):
+    """The outbox database cannot be reached."""
 
 
 class DeliveryError(BridgeError):

@@ -14,7 +14,11 @@ from bridge.outbox.sqlite import SYNCHRONOUS_MODES, SqliteOutbox
 
 __all__ = ["Outbox", "SqliteOutbox", "open_outbox", "sqlite_path"]
 
-_URL_HELP = "expected sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:"
+_URL_HELP = (
+    "expected sqlite:///relative.db, sqlite:////absolute/path.db, sqlite:///:memory:"
+    " or postgresql://user:password@host:port/database[?schema=name]"
+)
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def sqlite_path(url: str, base_dir: Path) -> tuple[str, str]:
@@ -22,10 +26,8 @@ def sqlite_path(url: str, base_dir: Path) -> tuple[str, str]:
 
     The only URL option is `?synchronous=normal|full`.
     """
-    if url.startswith(("postgresql:", "postgres:")):
-        raise ConfigError("outbox.url: a Postgres outbox is not supported yet; use sqlite:///...")
     if not url.startswith("sqlite:///"):
-        raise ConfigError(f"outbox.url: {_URL_HELP}, got {url!r}")
+        raise ConfigError(f"outbox.url: {_URL_HELP}, got {url.partition(':')[0]!r}")
     rest, _, query = url.removeprefix("sqlite:///").partition("?")
     synchronous = "NORMAL"
     if query:
@@ -47,6 +49,11 @@ def sqlite_path(url: str, base_dir: Path) -> tuple[str, str]:
 
 def open_outbox(url: str, base_dir: Path, write_lock: threading.Lock | None = None) -> Outbox:
     """Open (creating it and its parent directories if needed) the outbox named by `url`.
-    Instances in one process that share `write_lock` queue their writes on it."""
+    SQLite instances in one process that share `write_lock` queue their writes on it
+    (Postgres instances queue on a lock in the database)."""
+    if url.startswith(_POSTGRES_SCHEMES):
+        from bridge.outbox.postgres import PostgresOutbox
+
+        return PostgresOutbox(url)
     path, synchronous = sqlite_path(url, base_dir)
     return SqliteOutbox(path, synchronous, write_lock)

@@ -1,12 +1,6 @@
-"""The SQLite outbox's tables, statements and chain bookkeeping (see `sqlite.py`)."""
+"""The SQLite outbox's tables and insert (see `sqlite.py`; shared statements: `sql.py`)."""
 
 from __future__ import annotations
-
-import json
-import sqlite3
-from typing import Any
-
-from bridge.jsonenc import PayloadError, dumps_payload
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
@@ -78,16 +72,10 @@ MIGRATE_V1 = (
     "ALTER TABLE ops ADD COLUMN response TEXT",
     "DROP INDEX IF EXISTS ops_open",
 )
-RESPONSE_MAX_CHARS = 65536
-
-COLUMNS = (
-    "seq, op_id, target, uid, op, rule, action_index, position, payload, status, attempts,"
-    " next_attempt_at, created_at, updated_at, last_error, http_status, chain, step_id"
-)
 
 # One row per op; the status and head flag are computed against what is already stored,
 # including earlier rows of the same batch (executemany runs the rows in order).
-# Numbered parameters, bound from a tuple in `sqlite._encode`'s order.
+# Numbered parameters, bound from a tuple in `sql.encode_op`'s order.
 INSERT = """
 INSERT OR IGNORE INTO ops (op_id, target, uid, op, rule, action_index, position, payload,
     status, head, attempts, next_attempt_at, created_at, updated_at, last_error, chain, step_id,
@@ -102,60 +90,3 @@ SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                 AND o.status NOT IN ('delivered', 'skipped')),
     0, ?9, ?9, ?9, ?10, ?11, ?12, ?13
 """
-
-PROMOTE = """
-UPDATE ops SET head = 1 WHERE head = 0 AND seq = (
-    SELECT MIN(seq) FROM ops WHERE target = ? AND uid = ?
-    AND status NOT IN ('delivered', 'skipped'))
-"""
-
-
-def encode_response(value: Any) -> str | None:
-    """A step's response as stored (JSON, bounded); too big -> a note instead of the body."""
-    if value is None:
-        return None
-    try:
-        text = dumps_payload(value)
-    except PayloadError:
-        text = json.dumps(repr(value))
-    if len(text) > RESPONSE_MAX_CHARS:
-        return json.dumps({"_truncated": f"response of {len(text)} characters not kept"})
-    return text
-
-
-def advance_chain(c: sqlite3.Connection, chain: str, now: float) -> None:
-    """Start the next step of a chain once the steps before it are finished.
-
-    Finished: delivered, skipped, or dead with `on_error: skip`. A dead step with `stop`
-    skips the rest; with `retry` the chain waits (an operator's `retry` redrives the step).
-    """
-    rows = c.execute(
-        "SELECT seq, status, on_error, step_id, target, uid FROM ops INDEXED BY ops_chain"
-        " WHERE chain = ? ORDER BY seq",
-        (chain,),
-    ).fetchall()
-    for i, (seq, status, on_error, step_id, target, uid) in enumerate(rows):
-        if status in ("delivered", "skipped") or (status == "dead" and on_error == "skip"):
-            continue
-        if status == "dead" and on_error == "stop":
-            reason = f"skipped: chain stopped, step {step_id or i} failed"
-            for later, later_status, *_, t, u in rows[i + 1 :]:
-                if later_status == "waiting":
-                    c.execute(
-                        "UPDATE ops SET status = 'skipped', head = 0, updated_at = ?,"
-                        " last_error = ? WHERE seq = ?",
-                        (now, reason, later),
-                    )
-                    c.execute(PROMOTE, (t, u))
-            return
-        if status == "waiting":
-            blocked = c.execute(
-                "SELECT 1 FROM ops INDEXED BY ops_blocked WHERE target = ? AND uid = ?"
-                " AND status IN ('dead', 'parked') AND seq < ? LIMIT 1",
-                (target, uid, seq),
-            ).fetchone()
-            c.execute(
-                "UPDATE ops SET status = ?, next_attempt_at = ?, updated_at = ? WHERE seq = ?",
-                ("parked" if blocked else "pending", now, now, seq),
-            )
-        return

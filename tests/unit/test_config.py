@@ -40,7 +40,7 @@ def test_env_expansion_durations_and_defaults(tmp_path: Path) -> None:
     assert cfg.delivery.retry.max_backoff == 300 and cfg.delivery.retry.max_age == 86400
     assert cfg.delivery.concurrency == 32
     assert cfg.targets["fragment"].rate_limit == 1.0
-    assert cfg.outbox.url == "sqlite:///outbox.db"
+    assert cfg.outbox.url.get_secret_value() == "sqlite:///outbox.db"
     assert loaded.base_dir == tmp_path.resolve()
     assert "tok-xyz" not in repr(cfg) and "pw123" not in repr(cfg)
     assert set(loaded.secrets()) == {"pw123", "tok-xyz"}

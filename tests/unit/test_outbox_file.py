@@ -42,8 +42,8 @@ def test_urls_follow_the_sqlalchemy_convention(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://u@db/x", "not supported yet"),
-        ("mysql://db/x", "expected sqlite:///"),
+        ("postgresql://u@db/x?schema=Bad-Name", "schema 'Bad-Name' is not a plain"),
+        ("mysql://u:secret@db/x", "got 'mysql'"),
         ("sqlite://o.db", "expected sqlite:///"),
         ("sqlite:///", "no database path"),
         ("sqlite:///o.db?journal=off", "unknown option"),

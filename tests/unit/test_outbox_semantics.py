@@ -1,10 +1,13 @@
-"""SqliteOutbox semantics on an in-memory database: put, claim, complete, operator commands."""
+"""Outbox semantics, the same on SQLite (in memory) and on Postgres (a fresh schema per test):
+put, claim, complete, operator commands."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,7 +18,10 @@ import pytest
 from bridge.events import UNCHANGED, SourcePosition
 from bridge.operations import Operation, operation_id
 from bridge.outbox.base import OpResult, StoredOp
+from bridge.outbox.postgres import PostgresOutbox
+from bridge.outbox.sql import SqlOutbox
 from bridge.outbox.sqlite import SqliteOutbox, dumps_payload
+from bridge.testing.postgres import TempCluster
 
 SOURCE = "postgres:slot"
 
@@ -37,35 +43,73 @@ def make_op(
     )
 
 
+_schemas = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def outbox_db(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database for the Postgres outboxes of this module (each test gets its own schema)."""
+    cluster: TempCluster = request.getfixturevalue("pg_cluster")
+    name = f"outbox_{os.getpid()}"
+    yield cluster.create_database(name)
+    cluster.drop_database(name)
+
+
 @pytest.fixture
-def outbox() -> Iterator[SqliteOutbox]:
-    box = SqliteOutbox(":memory:")
-    yield box
-    box.close()
+def open_box(request: pytest.FixtureRequest) -> Iterator[Callable[[], SqlOutbox]]:
+    """Opens the outbox under test again (as a process restarting after a crash would): the
+    same SQLite instance (its memory is its file), a new connection to the same Postgres schema."""
+    opened: list[SqlOutbox] = []
+    if request.param == "sqlite":
+        box = SqliteOutbox(":memory:")
+        opened.append(box)
+
+        def reopen() -> SqlOutbox:
+            return box
+    else:
+        url = f"{request.getfixturevalue('outbox_db')}?schema=t{next(_schemas)}"
+
+        def reopen() -> SqlOutbox:
+            opened.append(PostgresOutbox(url, reclaim_interval=0))
+            return opened[-1]
+
+    yield reopen
+    for box in opened:
+        box.close()
+
+
+@pytest.fixture
+def outbox(open_box: Callable[[], SqlOutbox]) -> SqlOutbox:
+    return open_box()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "open_box" in metafunc.fixturenames:
+        metafunc.parametrize("open_box", ["sqlite", "postgres"], indirect=True)
 
 
 def ns(ops: list[StoredOp]) -> list[int]:
     return [op.payload["n"] for op in ops]
 
 
-def status_of(outbox: SqliteOutbox, op: Operation) -> str:
+def status_of(outbox: SqlOutbox, op: Operation) -> str:
     stored = outbox.get(op.op_id)
     assert stored is not None
     return stored.status
 
 
-def deliver(outbox: SqliteOutbox, ops: list[StoredOp], now: float = 2.0) -> None:
+def deliver(outbox: SqlOutbox, ops: list[StoredOp], now: float = 2.0) -> None:
     outbox.complete([OpResult(seq=o.seq, outcome="delivered", attempts=1, now=now) for o in ops])
 
 
-def kill(outbox: SqliteOutbox, op: StoredOp, now: float = 2.0) -> None:
+def kill(outbox: SqlOutbox, op: StoredOp, now: float = 2.0) -> None:
     outbox.complete([OpResult(seq=op.seq, outcome="dead", attempts=1, now=now, error="400 bad")])
 
 
 # -- put ---------------------------------------------------------------------------------------
 
 
-def test_put_is_idempotent_and_moves_the_checkpoint(outbox: SqliteOutbox) -> None:
+def test_put_is_idempotent_and_moves_the_checkpoint(outbox: SqlOutbox) -> None:
     """Putting the same ops twice inserts them once, while the checkpoint follows each put."""
     ops = [make_op(i, uid=f"u{i}") for i in range(5)]
     assert outbox.put(ops, SOURCE, "0/10", now=1.0) == 5
@@ -75,7 +119,7 @@ def test_put_is_idempotent_and_moves_the_checkpoint(outbox: SqliteOutbox) -> Non
     assert outbox.get_checkpoint("other") is None
 
 
-def test_put_without_checkpoint_keeps_the_stored_one(outbox: SqliteOutbox) -> None:
+def test_put_without_checkpoint_keeps_the_stored_one(outbox: SqlOutbox) -> None:
     """A put with checkpoint=None stores the ops and leaves the source's checkpoint alone."""
     outbox.put([], SOURCE, "0/10", now=1.0)
     outbox.put([make_op(1)], SOURCE, None, now=2.0)
@@ -83,7 +127,7 @@ def test_put_without_checkpoint_keeps_the_stored_one(outbox: SqliteOutbox) -> No
     assert outbox.counts()["pending"] == 1
 
 
-def test_stored_op_round_trips_every_field(outbox: SqliteOutbox) -> None:
+def test_stored_op_round_trips_every_field(outbox: SqlOutbox) -> None:
     """get() returns what put() stored: identity, position key, payload and timestamps."""
     op = make_op(7, uid="task-7", payload={"title": "x", "n": 7})
     outbox.put([op], SOURCE, None, now=5.0)
@@ -128,7 +172,7 @@ def test_payload_encoding_is_exact() -> None:
     }
 
 
-def test_unencodable_payload_dead_letters_only_that_op(outbox: SqliteOutbox) -> None:
+def test_unencodable_payload_dead_letters_only_that_op(outbox: SqlOutbox) -> None:
     """An op whose payload holds UNCHANGED or bytes is stored dead with a reason; the rest lands."""
     bad = make_op(1, uid="a", payload={"body": UNCHANGED})
     raw = make_op(2, uid="b", payload={"blob": b"\x00"})
@@ -142,7 +186,7 @@ def test_unencodable_payload_dead_letters_only_that_op(outbox: SqliteOutbox) -> 
     assert outbox.get_checkpoint(SOURCE) == "0/30"
 
 
-def test_op_with_rule_error_is_stored_dead(outbox: SqliteOutbox) -> None:
+def test_op_with_rule_error_is_stored_dead(outbox: SqlOutbox) -> None:
     """An op carrying a rule error goes in dead with that error as its reason."""
     op = make_op(1, error="template: 'row' has no attribute 'missing'")
     outbox.put([op], SOURCE, None, now=1.0)
@@ -155,7 +199,7 @@ def test_op_with_rule_error_is_stored_dead(outbox: SqliteOutbox) -> None:
 # -- parking -----------------------------------------------------------------------------------
 
 
-def test_dead_op_in_a_batch_parks_later_ops_of_its_uid_only(outbox: SqliteOutbox) -> None:
+def test_dead_op_in_a_batch_parks_later_ops_of_its_uid_only(outbox: SqlOutbox) -> None:
     """Ops after a dead op of the same (target, uid) come in parked; other UIDs stay pending."""
     ops = [
         make_op(1, uid="a"),
@@ -174,7 +218,7 @@ def test_dead_op_in_a_batch_parks_later_ops_of_its_uid_only(outbox: SqliteOutbox
     ]
 
 
-def test_new_ops_of_a_blocked_uid_come_in_parked(outbox: SqliteOutbox) -> None:
+def test_new_ops_of_a_blocked_uid_come_in_parked(outbox: SqlOutbox) -> None:
     """Once a UID has a dead op, ops put later for it are parked, in later batches too."""
     first = make_op(1, uid="a")
     outbox.put([first, make_op(2, uid="b")], SOURCE, None, now=1.0)
@@ -185,7 +229,7 @@ def test_new_ops_of_a_blocked_uid_come_in_parked(outbox: SqliteOutbox) -> None:
     assert [status_of(outbox, op) for op in later] == ["parked", "parked", "pending"]
 
 
-def test_dead_result_parks_later_pending_ops_of_that_uid(outbox: SqliteOutbox) -> None:
+def test_dead_result_parks_later_pending_ops_of_that_uid(outbox: SqlOutbox) -> None:
     """complete(dead) parks the UID's later pending ops and leaves other UIDs claimable."""
     ops = [make_op(1, uid="a"), make_op(2, uid="a"), make_op(3, uid="a"), make_op(4, uid="b")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -198,7 +242,7 @@ def test_dead_result_parks_later_pending_ops_of_that_uid(outbox: SqliteOutbox) -
     assert outbox.claim_due(now=5.0, limit=10) == []
 
 
-def test_retry_unparks_the_uid_in_order(outbox: SqliteOutbox) -> None:
+def test_retry_unparks_the_uid_in_order(outbox: SqlOutbox) -> None:
     """retry() of a dead op makes it and its parked followers pending, delivered in seq order."""
     ops = [make_op(i, uid="a") for i in range(1, 5)]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -217,7 +261,7 @@ def test_retry_unparks_the_uid_in_order(outbox: SqliteOutbox) -> None:
     assert not outbox.retry(ops[0].op_id, now=12.0), "a delivered op is not retried"
 
 
-def test_retry_unparks_only_up_to_the_next_dead_op(outbox: SqliteOutbox) -> None:
+def test_retry_unparks_only_up_to_the_next_dead_op(outbox: SqlOutbox) -> None:
     """Parked ops behind a second dead op of the same UID stay parked after the first is retried."""
     ops = [
         make_op(1, uid="a", error="e1"),
@@ -230,7 +274,7 @@ def test_retry_unparks_only_up_to_the_next_dead_op(outbox: SqliteOutbox) -> None
     assert [status_of(outbox, op) for op in ops] == ["pending", "pending", "dead", "parked"]
 
 
-def test_retry_dead_requeues_every_dead_and_parked_op(outbox: SqliteOutbox) -> None:
+def test_retry_dead_requeues_every_dead_and_parked_op(outbox: SqlOutbox) -> None:
     """retry_dead() turns all dead and parked ops pending with attempts reset, due now."""
     ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="b", error="e")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -244,7 +288,7 @@ def test_retry_dead_requeues_every_dead_and_parked_op(outbox: SqliteOutbox) -> N
 # -- claiming ----------------------------------------------------------------------------------
 
 
-def test_claim_takes_only_the_head_of_each_uid_oldest_first(outbox: SqliteOutbox) -> None:
+def test_claim_takes_only_the_head_of_each_uid_oldest_first(outbox: SqlOutbox) -> None:
     """claim_due returns one op per (target, uid), in seq order, and marks them inflight."""
     ops = [
         make_op(1, uid="a"),
@@ -263,7 +307,7 @@ def test_claim_takes_only_the_head_of_each_uid_oldest_first(outbox: SqliteOutbox
     assert ns(outbox.claim_due(now=3.0, limit=10)) == [3, 5]
 
 
-def test_claim_respects_limit_due_time_and_excluded_targets(outbox: SqliteOutbox) -> None:
+def test_claim_respects_limit_due_time_and_excluded_targets(outbox: SqlOutbox) -> None:
     """Only due ops are claimed, at most `limit`, skipping excluded targets."""
     ops = [make_op(i, uid=f"u{i}", target="slow" if i % 2 else "fast") for i in range(1, 7)]
     outbox.put(ops, SOURCE, None, now=10.0)
@@ -273,7 +317,7 @@ def test_claim_respects_limit_due_time_and_excluded_targets(outbox: SqliteOutbox
     assert outbox.claim_due(now=10.0, limit=0) == []
 
 
-def test_retry_result_reschedules_and_blocks_the_uid_until_due(outbox: SqliteOutbox) -> None:
+def test_retry_result_reschedules_and_blocks_the_uid_until_due(outbox: SqlOutbox) -> None:
     """complete(retry) puts the op back pending with its error and due time; followers wait."""
     ops = [make_op(1, uid="a"), make_op(2, uid="a")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -301,7 +345,7 @@ def test_retry_result_reschedules_and_blocks_the_uid_until_due(outbox: SqliteOut
     assert (again.seq, again.attempts) == (head.seq, 1)
 
 
-def test_delivered_result_clears_error_and_stores_remote_id(outbox: SqliteOutbox) -> None:
+def test_delivered_result_clears_error_and_stores_remote_id(outbox: SqlOutbox) -> None:
     """complete(delivered) records the status code, clears the last error, maps the remote id."""
     op = make_op(1, uid="a")
     outbox.put([op], SOURCE, None, now=1.0)
@@ -323,7 +367,7 @@ def test_delivered_result_clears_error_and_stores_remote_id(outbox: SqliteOutbox
     assert outbox.get_remote_id("fragment", "b") is None
 
 
-def test_next_due_at_ignores_ops_waiting_behind_their_head(outbox: SqliteOutbox) -> None:
+def test_next_due_at_ignores_ops_waiting_behind_their_head(outbox: SqlOutbox) -> None:
     """next_due_at is the earliest due time of claimable ops, None when nothing is claimable."""
     assert outbox.next_due_at() is None
     outbox.put([make_op(1, uid="a"), make_op(2, uid="a")], SOURCE, None, now=4.0)
@@ -332,16 +376,22 @@ def test_next_due_at_ignores_ops_waiting_behind_their_head(outbox: SqliteOutbox)
     assert outbox.next_due_at() is None, "op 2 waits for inflight op 1, it is not due"
 
 
-def test_reset_inflight_makes_claimed_ops_claimable_again(outbox: SqliteOutbox) -> None:
+def test_reset_inflight_makes_claimed_ops_claimable_again(
+    outbox: SqlOutbox, open_box: Callable[[], SqlOutbox]
+) -> None:
     """After a crash, reset_inflight returns inflight ops to pending, claimable in order."""
     outbox.put([make_op(1, uid="a"), make_op(2, uid="b")], SOURCE, None, now=1.0)
     outbox.claim_due(now=1.0, limit=10)
+    if isinstance(outbox, PostgresOutbox):
+        assert outbox.reset_inflight() == 0, "a live claimer keeps its ops"
+        outbox.close()  # the claimer's connection dies with its process
+    outbox = open_box()
     assert outbox.reset_inflight() == 2
     assert outbox.counts()["inflight"] == 0
     assert ns(outbox.claim_due(now=1.0, limit=10)) == [1, 2]
 
 
-def test_complete_skips_ops_discarded_meanwhile(outbox: SqliteOutbox) -> None:
+def test_complete_skips_ops_discarded_meanwhile(outbox: SqlOutbox) -> None:
     """A result for an op that no longer exists is ignored; the rest of the batch applies."""
     ops = [make_op(1, uid="a"), make_op(2, uid="b")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -354,7 +404,7 @@ def test_complete_skips_ops_discarded_meanwhile(outbox: SqliteOutbox) -> None:
 # -- operator commands -------------------------------------------------------------------------
 
 
-def test_counts_lists_every_status(outbox: SqliteOutbox) -> None:
+def test_counts_lists_every_status(outbox: SqlOutbox) -> None:
     """counts() has a key for every status, zeros included."""
     zero = dict.fromkeys(("pending", "inflight", "delivered", "dead", "parked"), 0)
     assert outbox.counts() == {**zero, "waiting": 0, "skipped": 0}
@@ -369,7 +419,7 @@ def test_counts_lists_every_status(outbox: SqliteOutbox) -> None:
     }
 
 
-def test_list_is_newest_first_and_filters_by_status(outbox: SqliteOutbox) -> None:
+def test_list_is_newest_first_and_filters_by_status(outbox: SqlOutbox) -> None:
     """list() returns newest ops first, optionally of one status, at most `limit`."""
     ops = [make_op(i, uid=f"u{i}", error="e" if i % 2 else None) for i in range(1, 6)]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -379,7 +429,7 @@ def test_list_is_newest_first_and_filters_by_status(outbox: SqliteOutbox) -> Non
     assert outbox.list("delivered") == []
 
 
-def test_discard_dead_op_unparks_its_uid(outbox: SqliteOutbox) -> None:
+def test_discard_dead_op_unparks_its_uid(outbox: SqlOutbox) -> None:
     """Discarding a dead op deletes it and lets the UID's parked ops go out in order."""
     ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="a")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -389,7 +439,7 @@ def test_discard_dead_op_unparks_its_uid(outbox: SqliteOutbox) -> None:
     assert not outbox.discard(ops[0].op_id), "already gone"
 
 
-def test_discard_refuses_inflight_and_promotes_the_next_op(outbox: SqliteOutbox) -> None:
+def test_discard_refuses_inflight_and_promotes_the_next_op(outbox: SqlOutbox) -> None:
     """An inflight op cannot be discarded; discarding a pending head frees its follower."""
     ops = [make_op(1, uid="a"), make_op(2, uid="a"), make_op(3, uid="b"), make_op(4, uid="b")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -399,7 +449,7 @@ def test_discard_refuses_inflight_and_promotes_the_next_op(outbox: SqliteOutbox)
     assert ns(outbox.claim_due(now=1.0, limit=10)) == [4]
 
 
-def test_purge_deletes_old_ops_of_the_given_statuses(outbox: SqliteOutbox) -> None:
+def test_purge_deletes_old_ops_of_the_given_statuses(outbox: SqlOutbox) -> None:
     """purge() removes ops in the statuses given that were last updated before the cutoff."""
     ops = [make_op(i, uid=f"u{i}") for i in range(1, 4)]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -413,7 +463,7 @@ def test_purge_deletes_old_ops_of_the_given_statuses(outbox: SqliteOutbox) -> No
         outbox.purge(["gone"], older_than=1.0)  # type: ignore[list-item]
 
 
-def test_purging_dead_ops_releases_their_parked_followers(outbox: SqliteOutbox) -> None:
+def test_purging_dead_ops_releases_their_parked_followers(outbox: SqlOutbox) -> None:
     """Purging a dead op makes the UID's parked ops pending and claimable again."""
     ops = [make_op(1, uid="a", error="e"), make_op(2, uid="a"), make_op(3, uid="a")]
     outbox.put(ops, SOURCE, None, now=1.0)
@@ -422,7 +472,7 @@ def test_purging_dead_ops_releases_their_parked_followers(outbox: SqliteOutbox) 
     assert ns(outbox.claim_due(now=5.0, limit=10)) == [2]
 
 
-def test_oldest_pending_created_at_covers_pending_and_inflight(outbox: SqliteOutbox) -> None:
+def test_oldest_pending_created_at_covers_pending_and_inflight(outbox: SqlOutbox) -> None:
     """The oldest pending age counts inflight ops and ignores delivered ones."""
     assert outbox.oldest_pending_created_at() is None
     outbox.put([make_op(1, uid="a")], SOURCE, None, now=1.0)
@@ -435,7 +485,7 @@ def test_oldest_pending_created_at_covers_pending_and_inflight(outbox: SqliteOut
     assert outbox.oldest_pending_created_at() is None
 
 
-def test_task_map_and_state_store_values(outbox: SqliteOutbox) -> None:
+def test_task_map_and_state_store_values(outbox: SqlOutbox) -> None:
     """Remote ids and state values are stored per key and overwritten on set."""
     outbox.set_remote_id("fragment", "a", "r1")
     outbox.set_remote_id("fragment", "a", "r2")
