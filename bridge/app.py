@@ -34,6 +34,7 @@ from bridge.targets.base import MemoryStore, Target, TargetStore
 from bridge.targets.humanlambdas import HumanLambdasConfig
 
 HOUSEKEEPING_INTERVAL_S = 30.0
+RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
 EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
@@ -152,12 +153,16 @@ class App:
             for thread in threads:
                 thread.start()
             self.metrics.ready = True
-            housekeeping = asyncio.create_task(self._housekeeping(outbox, stop))
+            chores = [
+                asyncio.create_task(self._housekeeping(outbox, stop)),
+                asyncio.create_task(self._reclaim(outbox, delivery, stop)),
+            ]
             await delivery.run(stop)
             shared.stop_thread.set()
             for thread in threads:
                 await asyncio.to_thread(thread.join)
-            housekeeping.cancel()
+            for chore in chores:
+                chore.cancel()
         finally:
             self.metrics.ready = False
             await client.aclose()
@@ -224,6 +229,16 @@ class App:
         finally:
             outbox.close()
             stop_loop()
+
+    async def _reclaim(self, outbox: Outbox, delivery: Delivery, stop: asyncio.Event) -> None:
+        """Take over the inflight ops of bridges that died while sharing this outbox."""
+        while not stop.is_set():
+            reclaimed = outbox.reclaim_orphans()
+            if reclaimed:
+                log(self.log, logging.INFO, "outbox.reclaimed", inflight_of_dead_bridges=reclaimed)
+                delivery.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECLAIM_INTERVAL_S)
 
     async def _housekeeping(self, outbox: Outbox, stop: asyncio.Event) -> None:
         """Outbox gauges, retention purge and slot lag, every few seconds."""

@@ -1,7 +1,9 @@
 """The outbox protocol: durable operations + source checkpoint, committed together.
 
 Required members are listed on `Outbox`. An implementation is used from one thread only;
-the app opens one instance per thread (ingest, delivery, CLI) on the same URL.
+the app opens one instance per thread (ingest, delivery, CLI) on the same URL. Two exist:
+SQLite (`sqlite.py`, one bridge) and Postgres (`postgres.py`, shared by several bridges),
+over the statements in `sql.py`.
 
 Statuses: pending -> inflight -> delivered | pending (retry) | dead; `parked` = waiting behind a
 dead op of the same (target, uid). Ordering key is `seq` (insertion order = source order).
@@ -76,7 +78,9 @@ class Outbox(Protocol):
     def put(self, ops: Sequence[Operation], source: str, checkpoint: str | None, now: float) -> int:
         """Insert ops (insert-or-ignore by op_id; `op.error` set -> stored dead) and, when
         `checkpoint` is given, store it for `source`, all in one transaction. New ops of a
-        (target, uid) that has a dead/parked op are stored parked. Returns rows inserted."""
+        (target, uid) that has a dead/parked op are stored parked. A checkpoint that is a JSON
+        object is merged key by key into the stored one (Kafka partitions, which bridges
+        sharing an outbox split among them). Returns rows inserted."""
         ...
 
     def get_checkpoint(self, source: str) -> str | None: ...
@@ -110,6 +114,11 @@ class Outbox(Protocol):
 
     def reset_inflight(self) -> int:
         """Crash recovery: inflight -> pending. Returns how many."""
+        ...
+
+    def reclaim_orphans(self) -> int:
+        """While running: inflight ops claimed by a process that has died since (one sharing
+        this outbox) -> pending. Returns how many (0 where one process owns the outbox)."""
         ...
 
     def next_due_at(self) -> float | None:

@@ -14,8 +14,8 @@ on the op id, G2), and it delivers what the dead one left undelivered.
 - **Claims name their claimer.** A claiming connection holds a session advisory lock on a key
   of its own for its lifetime and stores that key in `claimed_by`. When a process dies, its
   connection closes and Postgres frees the lock: inflight ops whose claimer's lock can be taken
-  are orphans and go back to pending. Claimers look for orphans every `reclaim_interval`
-  seconds, so a surviving bridge takes over a dead one's in-flight work. An op the dead bridge
+  are orphans and go back to pending (`reclaim_orphans`, which every bridge runs every few
+  seconds): a surviving bridge takes over a dead one's in-flight work. An op the dead bridge
   had sent but not yet recorded is sent again: at-least-once across a crash, exactly as with
   SQLite; creates stay single through the targets' idempotent forms (G3).
 """
@@ -26,7 +26,6 @@ import functools
 import random
 import re
 import threading
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,7 +41,6 @@ from bridge.outbox.sql import Executor, SqlOutbox
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "task_bridge"
-RECLAIM_INTERVAL_S = 5.0
 CONNECT_TIMEOUT_S = 10
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -176,14 +174,12 @@ class PostgresOutbox(SqlOutbox):
 
     _CLAIM_SET = ", claimed_by = ?"
 
-    def __init__(self, url: str, reclaim_interval: float = RECLAIM_INTERVAL_S) -> None:
+    def __init__(self, url: str) -> None:
         self.dsn, self.schema = parse_url(url)
         self.where = f"{redact(self.dsn)} (schema {self.schema})"
-        self.reclaim_interval = reclaim_interval
         self._write_key = _key32(f"task-bridge:{self.schema}:writes")
         self._claimer_class = _key32(f"task-bridge:{self.schema}:claimers")
         self._claimer: int | None = None  # our claimer key, once we hold its lock
-        self._next_reclaim = 0.0
         self._tx_thread: int | None = None
         self._conn = self._connect()
         try:
@@ -198,9 +194,13 @@ class PostgresOutbox(SqlOutbox):
         except psycopg.Error as exc:
             raise OutboxUnavailable(f"cannot open outbox {self.where}: {exc}") from exc
         try:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-            )
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if exists is None:  # (a role without CREATE on the database may use a given schema)
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         except psycopg.Error as exc:
             conn.close()
@@ -276,8 +276,6 @@ class PostgresOutbox(SqlOutbox):
     ) -> list[StoredOp]:
         if self._claimer is None:
             self._take_claimer_key()
-        if time.monotonic() >= self._next_reclaim:
-            self.reset_inflight()
         return super().claim_due(now, limit, exclude_targets, target=target, ops=ops)
 
     def _take_claimer_key(self) -> None:
@@ -300,8 +298,11 @@ class PostgresOutbox(SqlOutbox):
         self._claimer = key
 
     def reset_inflight(self) -> int:
+        """Crash recovery: only the inflight ops of dead claimers; other bridges are alive."""
+        return self.reclaim_orphans()
+
+    def reclaim_orphans(self) -> int:
         """Inflight ops of dead claimers (their lock is free) -> pending. Returns how many."""
-        self._next_reclaim = time.monotonic() + self.reclaim_interval
         with self._tx() as c:
             claimers = c.execute(
                 "SELECT DISTINCT claimed_by FROM ops WHERE status = 'inflight'"

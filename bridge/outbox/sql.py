@@ -328,6 +328,10 @@ class SqlOutbox:
             ).rowcount
         return count
 
+    def reclaim_orphans(self) -> int:
+        """One process owns a SQLite outbox: no other claimer can have died."""
+        return 0
+
     def next_due_at(self) -> float | None:
         """Earliest next_attempt_at among claimable ops (pending heads of their task), or None.
 

@@ -106,7 +106,12 @@ class KafkaSource:
                 if item is not None:
                     items.append(item)
                 self._offsets[f"{tp.topic}:{tp.partition}"] = record.offset + 1
-        items.append(Commit(json.dumps(self._offsets, sort_keys=True)))
+        # Only the partitions this consumer holds: the outbox merges partition checkpoints, so
+        # bridges sharing one outbox never write back stale offsets of each other's partitions.
+        held = {f"{tp.topic}:{tp.partition}" for tp in self._consumer.assignment()}
+        held |= {f"{tp.topic}:{tp.partition}" for tp in batches}
+        offsets = {key: offset for key, offset in self._offsets.items() if key in held}
+        items.append(Commit(json.dumps(offsets, sort_keys=True)))
         return items
 
     def ack(self, position: str) -> None:

@@ -11,8 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from bridge.fakes.fragment import FakeFragment
+from bridge.outbox.postgres import parse_url
 from tests.support.bridge_proc import BridgeProcess
 
 TOKEN = "s3cr3t-fragment-token"
@@ -71,6 +74,8 @@ class BridgeEnv:
     workdir: Path
     slot: str = "test_bridge"
     processes: list[BridgeProcess] = field(default_factory=list)
+    outbox_url: str | None = None
+    """A Postgres outbox (shared by siblings); None: `outbox.db` in the work dir."""
 
     @property
     def config_path(self) -> Path:
@@ -94,7 +99,7 @@ class BridgeEnv:
             f"""source:
 {self._source(source, kafka)}
 outbox:
-  url: sqlite:///outbox.db
+  url: "{self.outbox_url or "sqlite:///outbox.db"}"
 delivery:
   concurrency: {concurrency}
   timeout: 2s
@@ -123,11 +128,12 @@ rules: rules/
 {textwrap.indent(textwrap.dedent(extra), "    ")}"""
 
     def sibling(self, name: str) -> BridgeEnv:
-        """Another bridge's world (its own work dir and outbox) sharing this database, fake
-        and process list (so this fixture stops its processes too)."""
+        """Another bridge's world (its own work dir; its own outbox unless this one is in
+        Postgres) sharing this database, fake and process list (so this fixture stops its
+        processes too)."""
         workdir = self.workdir / name
         workdir.mkdir()
-        return BridgeEnv(self.dsn, self.fake, workdir, self.slot, self.processes)
+        return BridgeEnv(self.dsn, self.fake, workdir, self.slot, self.processes, self.outbox_url)
 
     def bridge(self) -> BridgeProcess:
         if not self.config_path.exists():
@@ -146,6 +152,8 @@ rules: rules/
             return conn.execute(statement, params).fetchall()
 
     def outbox_rows(self, where: str = "1=1") -> list[dict[str, Any]]:
+        if self.outbox_url is not None:
+            return self._pg_outbox(f"SELECT * FROM ops WHERE {where} ORDER BY seq")
         path = self.workdir / "outbox.db"
         if not path.exists():
             return []
@@ -159,6 +167,9 @@ rules: rules/
             conn.close()
 
     def outbox_count(self, where: str = "1=1") -> int:
+        if self.outbox_url is not None:
+            rows = self._pg_outbox(f"SELECT count(*) AS n FROM ops WHERE {where}")
+            return int(rows[0]["n"]) if rows else 0
         path = self.workdir / "outbox.db"
         if not path.exists():
             return 0
@@ -169,6 +180,17 @@ rules: rules/
             return 0
         finally:
             conn.close()
+
+    def _pg_outbox(self, statement: str) -> list[dict[str, Any]]:
+        """Rows of a query on the Postgres outbox; none while its tables do not exist yet."""
+        assert self.outbox_url is not None
+        dsn, schema = parse_url(self.outbox_url)
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            try:
+                return conn.execute(statement).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
 
     def confirmed_flush_lsn(self) -> int | None:
         rows = self.query(

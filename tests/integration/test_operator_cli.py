@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 
 from bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import TOKEN, BridgeEnv
@@ -29,9 +30,13 @@ def _free_port() -> int:
     return free_port()
 
 
-def test_status_and_outbox_commands(bridge_env: BridgeEnv) -> None:
-    """status reports checkpoint, lag and counts; outbox list/show/discard/purge act on ops."""
+@pytest.mark.parametrize("outbox", ["sqlite", "postgres"])
+def test_status_and_outbox_commands(bridge_env: BridgeEnv, outbox: str) -> None:
+    """status reports checkpoint, lag and counts; outbox list/show/discard/purge act on ops;
+    the same with the outbox in a Postgres schema."""
     env = bridge_env
+    if outbox == "postgres":
+        env.outbox_url = f"{env.dsn}?schema=bridge_outbox"
     env.fake.add_fault({"contains": fragment_task_uuid("order-2"), "status": 422})
     bridge = env.bridge().start()
     bridge.wait_for_log("source.started")
@@ -143,3 +148,16 @@ def test_fake_api_command_serves_fragment_with_admin_endpoints() -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_unreachable_postgres_outbox_exits_2_without_traceback(bridge_env: BridgeEnv) -> None:
+    """An outbox that cannot be reached exits 2 naming it, with its password masked."""
+    env = bridge_env
+    env.outbox_url = f"postgresql://postgres:pw-secret@127.0.0.1:{_free_port()}/nope"
+    env.write_config()
+    for args in (["run"], ["status"], ["outbox", "list"]):
+        result = _cli(env, *args)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, output
+        assert "cannot open outbox postgresql://postgres:***@127.0.0.1" in output
+        assert "pw-secret" not in output and "Traceback" not in output

@@ -70,7 +70,7 @@ def open_box(request: pytest.FixtureRequest) -> Iterator[Callable[[], SqlOutbox]
         url = f"{request.getfixturevalue('outbox_db')}?schema=t{next(_schemas)}"
 
         def reopen() -> SqlOutbox:
-            opened.append(PostgresOutbox(url, reclaim_interval=0))
+            opened.append(PostgresOutbox(url))
             return opened[-1]
 
     yield reopen
