@@ -244,13 +244,19 @@ class PostgresOutbox(SqlOutbox):
                 finally:
                     self._tx_thread = None
         except psycopg.Error as exc:
-            raise OutboxError(f"outbox {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     def _read(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._conn.execute(_pg_sql(statement), params or None).fetchall()
         except psycopg.Error as exc:
-            raise OutboxError(f"outbox {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: psycopg.Error) -> OutboxError:
+        """A lost connection is `OutboxUnavailable` (exit 2; the bridge does not reconnect
+        to its outbox, a supervisor restarts it); any other failure is `OutboxError`."""
+        kind = OutboxUnavailable if self._conn.broken else OutboxError
+        return kind(f"outbox {self.where}: {exc}")
 
     def _insert(self, c: Executor, rows: list[tuple[Any, ...]]) -> int:
         assert isinstance(c, _Cursor)
