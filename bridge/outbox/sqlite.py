@@ -14,6 +14,7 @@ them wait for each other's short write transactions.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from bridge.jsonenc import dumps_payload
 from bridge.outbox.sql import Executor, SqlOutbox
 from bridge.outbox.sqlite_schema import (
     BUSY_TIMEOUT_MS,
-    INSERT,
+    INSERT_BATCH,
     MIGRATE_V1,
     PRAGMAS,
     SCHEMA,
@@ -125,7 +126,7 @@ class SqliteOutbox(SqlOutbox):
 
     def _insert(self, c: Executor, rows: list[tuple[Any, ...]]) -> int:
         before = self._conn.total_changes  # `c` is this connection
-        self._conn.executemany(INSERT, rows)
+        self._conn.execute(INSERT_BATCH, (json.dumps(rows),))
         return self._conn.total_changes - before
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

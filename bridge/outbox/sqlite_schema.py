@@ -73,20 +73,42 @@ MIGRATE_V1 = (
     "DROP INDEX IF EXISTS ops_open",
 )
 
-# One row per op; the status and head flag are computed against what is already stored,
-# including earlier rows of the same batch (executemany runs the rows in order).
-# Numbered parameters, bound from a tuple in `sql.encode_op`'s order.
-INSERT = """
+# One statement per batch: the rows come in as one JSON array (of `sql.encode_op` tuples), so
+# SQLite inserts the whole batch in one step without the GIL; row by row (executemany), every
+# row would wait to take the GIL back from the thread decoding the next batch (a convoy that
+# held ingest to one core). Each row's status and head flag are decided as if the rows were
+# inserted one by one in batch order: against what is stored, and against the batch's earlier
+# new rows of the same (target, uid), which are all open. Rows whose op_id is stored already,
+# or repeated in the batch, are skipped.
+INSERT_BATCH = """
+WITH batch AS MATERIALIZED (
+    SELECT CAST(key AS INTEGER) AS i, value ->> 0 AS op_id, value ->> 1 AS target,
+        value ->> 2 AS uid, value ->> 3 AS op, value ->> 4 AS rule, value ->> 5 AS action_index,
+        value ->> 6 AS position, value ->> 7 AS payload, value ->> 8 AS now,
+        value ->> 9 AS error, value ->> 10 AS chain, value ->> 11 AS step_id,
+        value ->> 12 AS on_error,
+        row_number() OVER (PARTITION BY value ->> 0 ORDER BY key) AS copy
+    FROM json_each(?)),
+fresh AS MATERIALIZED (
+    SELECT * FROM batch b
+    WHERE copy = 1 AND NOT EXISTS (SELECT 1 FROM ops o WHERE o.op_id = b.op_id)),
+ranked AS (
+    SELECT *,
+        row_number() OVER task AS nth,
+        min(CASE WHEN error IS NOT NULL THEN i END) OVER task AS first_dead
+    FROM fresh WINDOW task AS (PARTITION BY target, uid ORDER BY i))
 INSERT OR IGNORE INTO ops (op_id, target, uid, op, rule, action_index, position, payload,
     status, head, attempts, next_attempt_at, created_at, updated_at, last_error, chain, step_id,
     on_error)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
-    CASE WHEN ?10 IS NOT NULL THEN 'dead'
-         WHEN ?11 IS NOT NULL THEN 'waiting'
-         WHEN EXISTS (SELECT 1 FROM ops b WHERE b.target = ?2 AND b.uid = ?3
-                      AND b.status IN ('dead', 'parked')) THEN 'parked'
+SELECT op_id, target, uid, op, rule, action_index, position, payload,
+    CASE WHEN error IS NOT NULL THEN 'dead'
+         WHEN chain IS NOT NULL THEN 'waiting'
+         WHEN first_dead < i
+              OR EXISTS (SELECT 1 FROM ops b WHERE b.target = r.target AND b.uid = r.uid
+                         AND b.status IN ('dead', 'parked')) THEN 'parked'
          ELSE 'pending' END,
-    NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = ?2 AND o.uid = ?3
-                AND o.status NOT IN ('delivered', 'skipped')),
-    0, ?9, ?9, ?9, ?10, ?11, ?12, ?13
+    nth = 1 AND NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = r.target AND o.uid = r.uid
+                            AND o.status NOT IN ('delivered', 'skipped')),
+    0, now, now, now, error, chain, step_id, on_error
+FROM ranked r ORDER BY i
 """

@@ -196,6 +196,24 @@ def test_op_with_rule_error_is_stored_dead(outbox: SqlOutbox) -> None:
     assert stored.last_error == "template: 'row' has no attribute 'missing'"
 
 
+def test_a_batch_is_stored_as_if_row_by_row(outbox: SqlOutbox) -> None:
+    """Within one put: an op repeated is stored once, a task's first new op is its head only
+    when nothing of it is open, and non-ASCII text and exact floats survive the trip."""
+    outbox.put([make_op(1, uid="a")], SOURCE, None, now=1.0)
+    text = {"n": 3, "title": "Überweisung — 東京 \"quoted\" \\ \n", "ratio": 0.1 + 0.2}
+    batch = [
+        make_op(2, uid="a"),
+        make_op(3, uid="b", payload=text),
+        make_op(3, uid="b", payload=text),
+        make_op(4, uid="b"),
+        make_op(1, uid="a"),
+    ]
+    assert outbox.put(batch, SOURCE, None, now=1.5) == 3
+    assert ns(outbox.claim_due(now=2.0, limit=10)) == [1, 3]
+    stored = outbox.get(batch[1].op_id)
+    assert stored is not None and stored.payload == text and stored.created_at == 1.5
+
+
 # -- parking -----------------------------------------------------------------------------------
 
 
