@@ -258,9 +258,9 @@ class PostgresOutbox(SqlOutbox):
         kind = OutboxUnavailable if self._conn.broken else OutboxError
         return kind(f"outbox {self.where}: {exc}")
 
-    def _insert(self, c: Executor, rows: list[tuple[Any, ...]]) -> int:
+    def _insert(self, c: Executor, encoded: list[tuple[Any, ...]]) -> int:
         assert isinstance(c, _Cursor)
-        c.cur.executemany(INSERT, rows)
+        c.cur.executemany(INSERT, encoded)
         return c.cur.rowcount
 
     def close(self) -> None:

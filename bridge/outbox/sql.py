@@ -73,17 +73,9 @@ def row_to_op(row: Sequence[Any]) -> StoredOp:
     )
 
 
-def encode_op(op: Operation, now: float) -> tuple[Any, ...]:
-    """Insert parameters for one op, in the order of the backends' INSERT statements; an
-    unencodable payload makes the op dead, not the batch."""
-    error = op.error
-    try:
-        payload = dumps_payload(op.payload)
-    except PayloadError as exc:
-        # Kept for inspection only; a redrive sends this and the API refuses it.
-        payload = json.dumps({"_unencodable": repr(op.payload)})
-        error = error or f"rule '{op.rule}' action {op.action_index}: payload: {exc}"
-    return (
+def op_row(op: Operation, now: float, payload: Any, error: str | None) -> list[Any]:
+    """One op's insert values, in the order of the backends' INSERT statements."""
+    return [
         op.op_id,
         op.target,
         op.uid,
@@ -97,7 +89,24 @@ def encode_op(op: Operation, now: float) -> tuple[Any, ...]:
         op.chain,
         op.step_id,
         op.on_error if op.chain is not None else None,
-    )
+    ]
+
+
+def checked_payload(op: Operation) -> tuple[Any, str | None]:
+    """(payload, error) as stored: an unencodable payload makes the op dead, not the batch,
+    and is kept as a note for inspection (a redrive sends that, and the API refuses it)."""
+    try:
+        dumps_payload(op.payload)
+    except PayloadError as exc:
+        reason = f"rule '{op.rule}' action {op.action_index}: payload: {exc}"
+        return {"_unencodable": repr(op.payload)}, op.error or reason
+    return op.payload, op.error
+
+
+def encode_op(op: Operation, now: float) -> tuple[Any, ...]:
+    """Insert parameters for one op, the payload as JSON text."""
+    payload, error = checked_payload(op)
+    return tuple(op_row(op, now, dumps_payload(payload), error))
 
 
 def encode_response(value: Any) -> str | None:
@@ -179,8 +188,12 @@ class SqlOutbox:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
-    def _insert(self, c: Executor, rows: list[tuple[Any, ...]]) -> int:
-        """Insert-or-ignore `encode_op` rows in order; returns how many were new."""
+    def _encode(self, ops: Sequence[Operation], now: float) -> Any:
+        """The ops as `_insert` takes them (done before the transaction starts)."""
+        return [encode_op(op, now) for op in ops]
+
+    def _insert(self, c: Executor, encoded: Any) -> int:
+        """Insert-or-ignore the encoded ops in order; returns how many were new."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -199,9 +212,9 @@ class SqlOutbox:
     # -- ingest side ---------------------------------------------------------------------------
 
     def put(self, ops: Sequence[Operation], source: str, checkpoint: str | None, now: float) -> int:
-        rows = [encode_op(op, now) for op in ops]
+        encoded = self._encode(ops, now) if ops else None
         with self._tx() as c:
-            inserted = self._insert(c, rows) if rows else 0
+            inserted = self._insert(c, encoded) if ops else 0
             for chain in dict.fromkeys(op.chain for op in ops if op.chain is not None):
                 advance_chain(c, chain, now)
             if checkpoint is not None:

@@ -14,29 +14,46 @@ them wait for each other's short write transactions.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import OutboxError
-from bridge.jsonenc import dumps_payload
-from bridge.outbox.sql import Executor, SqlOutbox
+from bridge.jsonenc import PayloadError, dumps_payload
+from bridge.operations import Operation
+from bridge.outbox.sql import Executor, SqlOutbox, checked_payload, op_row
 from bridge.outbox.sqlite_schema import (
+    BATCH_FIELDS,
     BUSY_TIMEOUT_MS,
-    INSERT_BATCH,
     MIGRATE_V1,
+    PER_ROW_ALWAYS,
     PRAGMAS,
     SCHEMA,
     SCHEMA_VERSION,
+    insert_batch,
 )
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteOutbox", "dumps_payload"]
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+
+def _batch(rows: list[list[Any]]) -> tuple[str, dict[str, Any]]:
+    """Fields with one value in every row are bound once; rows keep the others."""
+    params: dict[str, Any] = {}
+    per_row: list[int] = []
+    for k, name in enumerate(BATCH_FIELDS):
+        values = set(map(itemgetter(k), rows)) if name not in PER_ROW_ALWAYS else ()
+        if len(values) == 1:
+            params[name] = next(iter(values))
+        else:
+            per_row.append(k)
+    params["rows"] = dumps_payload(list(map(itemgetter(*per_row), rows)))
+    return insert_batch(tuple(BATCH_FIELDS[k] for k in per_row)), params
 
 
 class SqliteOutbox(SqlOutbox):
@@ -124,9 +141,18 @@ class SqliteOutbox(SqlOutbox):
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
-    def _insert(self, c: Executor, rows: list[tuple[Any, ...]]) -> int:
+    def _encode(self, ops: Sequence[Operation], now: float) -> tuple[str, dict[str, Any]]:
+        """The batch as `insert_batch`'s statement and parameters, payloads inline (one
+        encoding pass); when a payload cannot be encoded, again op by op so only that op
+        goes dead."""
+        try:
+            return _batch([op_row(op, now, op.payload, op.error) for op in ops])
+        except PayloadError:
+            return _batch([op_row(op, now, *checked_payload(op)) for op in ops])
+
+    def _insert(self, c: Executor, encoded: tuple[str, dict[str, Any]]) -> int:
         before = self._conn.total_changes  # `c` is this connection
-        self._conn.execute(INSERT_BATCH, (json.dumps(rows),))
+        self._conn.execute(*encoded)
         return self._conn.total_changes - before
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

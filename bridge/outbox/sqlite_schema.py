@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
@@ -73,25 +75,40 @@ MIGRATE_V1 = (
     "DROP INDEX IF EXISTS ops_open",
 )
 
-# One statement per batch: the rows come in as one JSON array (of `sql.encode_op` tuples), so
-# SQLite inserts the whole batch in one step without the GIL; row by row (executemany), every
-# row would wait to take the GIL back from the thread decoding the next batch (a convoy that
-# held ingest to one core). Each row's status and head flag are decided as if the rows were
-# inserted one by one in batch order: against what is stored, and against the batch's earlier
-# new rows of the same (target, uid), which are all open. Rows whose op_id is stored already,
-# or repeated in the batch, are skipped.
-INSERT_BATCH = """
+# One statement per batch: the rows come in as one JSON array (of `sql.op_row` values, payloads
+# inline), so SQLite inserts the whole batch in one step without the GIL; row by row
+# (executemany), every row waited to take the GIL back from the thread decoding the next batch
+# (a convoy that held ingest to one core). Reading a field of a row parses the row's JSON
+# again, so a column with one value for the whole batch (the target, the rule, no error...) is
+# bound once as `:name` instead, and rows carry the rest (`insert_batch`).
+# Each row's status and head flag are decided as if the rows were inserted one by one in batch
+# order: against what is stored, and against the batch's earlier new rows of the same
+# (target, uid), which are all open. Rows whose op_id is stored already are skipped (a repeat
+# inside the batch is the same op: OR IGNORE drops it).
+BATCH_FIELDS = (
+    "op_id",
+    "target",
+    "uid",
+    "op",
+    "rule",
+    "action_index",
+    "position",
+    "payload",
+    "now",
+    "error",
+    "chain",
+    "step_id",
+    "on_error",
+)
+PER_ROW_ALWAYS = frozenset({"op_id", "position", "payload"})
+
+_INSERT_BATCH = """
 WITH batch AS MATERIALIZED (
-    SELECT CAST(key AS INTEGER) AS i, value ->> 0 AS op_id, value ->> 1 AS target,
-        value ->> 2 AS uid, value ->> 3 AS op, value ->> 4 AS rule, value ->> 5 AS action_index,
-        value ->> 6 AS position, value ->> 7 AS payload, value ->> 8 AS now,
-        value ->> 9 AS error, value ->> 10 AS chain, value ->> 11 AS step_id,
-        value ->> 12 AS on_error,
-        row_number() OVER (PARTITION BY value ->> 0 ORDER BY key) AS copy
-    FROM json_each(?)),
+    SELECT CAST(key AS INTEGER) AS i, {columns}
+    FROM json_each(:rows)),
 fresh AS MATERIALIZED (
     SELECT * FROM batch b
-    WHERE copy = 1 AND NOT EXISTS (SELECT 1 FROM ops o WHERE o.op_id = b.op_id)),
+    WHERE NOT EXISTS (SELECT 1 FROM ops o WHERE o.op_id = b.op_id)),
 ranked AS (
     SELECT *,
         row_number() OVER task AS nth,
@@ -112,3 +129,17 @@ SELECT op_id, target, uid, op, rule, action_index, position, payload,
     0, now, now, now, error, chain, step_id, on_error
 FROM ranked r ORDER BY i
 """
+
+
+@functools.lru_cache(maxsize=64)
+def insert_batch(per_row: tuple[str, ...]) -> str:
+    """INSERT_BATCH for rows holding the fields `per_row`, in that order; the other fields
+    are bound by name."""
+    columns = []
+    for name in BATCH_FIELDS:
+        if name in per_row:
+            arrow = "->" if name == "payload" else "->>"  # the payload stays JSON text
+            columns.append(f"value {arrow} {per_row.index(name)} AS {name}")
+        else:
+            columns.append(f":{name} AS {name}")
+    return _INSERT_BATCH.format(columns=", ".join(columns))
