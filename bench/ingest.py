@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from bridge.app import tune_gc
 from bridge.events import format_lsn
 from bridge.ingest import Ingest
 from bridge.observability import Metrics
@@ -81,6 +82,7 @@ def bridge_ingest_rate(dsn: str, slot: str, rules_yaml: str, changes: int) -> fl
         logger.setLevel(logging.WARNING)
         source = PostgresSource(dsn, slot, PUBLICATION, ["public.bench"], logger=logger)
         ingest = Ingest(source, RuleEngine(ruleset), outbox, logger=logger, metrics=Metrics())
+        tune_gc()  # as `bridge run` does
         stop = threading.Event()
         started = time.perf_counter()
         thread = threading.Thread(target=ingest.run, args=(stop,))

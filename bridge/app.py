@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -34,6 +35,7 @@ from bridge.targets.base import MemoryStore, Target, TargetStore
 from bridge.targets.humanlambdas import HumanLambdasConfig
 
 HOUSEKEEPING_INTERVAL_S = 30.0
+GC_THRESHOLDS = (50_000, 20, 20)
 RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
 EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -60,6 +62,16 @@ def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet
         config_doc=loaded.doc,
         targets=targets,
     )
+
+
+def tune_gc() -> None:
+    """Fewer garbage-collector passes. Ingest makes a score of short-lived objects per change;
+    with Python's default threshold (700 allocations) the collector ran every few dozen
+    changes and walked the batches in flight each time (`make bench`: ingest about 10% faster
+    with this). `gc.freeze()` leaves the objects made at startup (modules, compiled rules)
+    out of every pass. Reference cycles are still collected, only in bigger steps."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def open_configured_outbox(
@@ -133,6 +145,7 @@ class App:
                 metrics=self.metrics,
                 shutdown_grace=self.config.delivery.shutdown_grace,
             )
+            tune_gc()  # after startup's objects exist: they are frozen
             threads = [
                 threading.Thread(
                     target=self._ingest_thread,
