@@ -75,12 +75,15 @@ def test_concurrent_claimers_share_the_work_in_per_task_order(
     open_box: Callable[[], PostgresOutbox],
 ) -> None:
     """Two claimers draining one outbox at once: every op is claimed exactly once, and no op
-    is claimed before the one ahead of it in its task is delivered."""
+    is claimed before the one ahead of it in its task is completed."""
     writer = open_box()
     writer.put([make_op(n, uid=f"u{n % 20}") for n in range(1000)], SOURCE, None, now=1.0)
     claimed: list[list[int]] = [[], []]
-    delivered: set[int] = set()
-    order_broken: list[int] = []
+    # tickets taken just after a claim returns and just before a completion starts: a claim
+    # that follows its predecessor's commit always has the later ticket
+    ticket = itertools.count()
+    claimed_at: dict[int, int] = {}
+    completing_at: dict[int, int] = {}
     lock = threading.Lock()
 
     def drain(i: int) -> None:
@@ -93,13 +96,12 @@ def test_concurrent_claimers_share_the_work_in_per_task_order(
                 continue
             with lock:
                 for op in ops:
-                    n = op.payload["n"]
-                    if n >= 20 and n - 20 not in delivered:
-                        order_broken.append(n)
-                    claimed[i].append(n)
-            box.complete([OpResult(op.seq, "delivered", 1, now=2.0) for op in ops])
+                    claimed_at[op.payload["n"]] = next(ticket)
+                    claimed[i].append(op.payload["n"])
             with lock:
-                delivered.update(op.payload["n"] for op in ops)
+                for op in ops:
+                    completing_at[op.payload["n"]] = next(ticket)
+            box.complete([OpResult(op.seq, "delivered", 1, now=2.0) for op in ops])
 
     threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
     for t in threads:
@@ -108,7 +110,8 @@ def test_concurrent_claimers_share_the_work_in_per_task_order(
         t.join(timeout=60)
     assert sorted(claimed[0] + claimed[1]) == list(range(1000))
     assert claimed[0] and claimed[1], "both claimers got work"
-    assert not order_broken
+    early = [n for n in range(20, 1000) if claimed_at[n] < completing_at[n - 20]]
+    assert not early, "claimed before the op ahead of it was completed"
 
 
 def test_a_dead_claimers_inflight_ops_are_taken_over(

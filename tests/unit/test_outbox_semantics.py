@@ -200,7 +200,7 @@ def test_a_batch_is_stored_as_if_row_by_row(outbox: SqlOutbox) -> None:
     """Within one put: an op repeated is stored once, a task's first new op is its head only
     when nothing of it is open, and non-ASCII text and exact floats survive the trip."""
     outbox.put([make_op(1, uid="a")], SOURCE, None, now=1.0)
-    text = {"n": 3, "title": "Überweisung — 東京 \"quoted\" \\ \n", "ratio": 0.1 + 0.2}
+    text = {"n": 3, "title": 'Überweisung — 東京 "quoted" \\ \n', "ratio": 0.1 + 0.2}
     batch = [
         make_op(2, uid="a"),
         make_op(3, uid="b", payload=text),
