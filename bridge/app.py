@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,15 +167,19 @@ class App:
                 thread.start()
             self.metrics.ready = True
             chores = [
-                asyncio.create_task(self._housekeeping(outbox, stop)),
-                asyncio.create_task(self._reclaim(outbox, delivery, stop)),
+                asyncio.create_task(self._guard(self._housekeeping(outbox, stop), shared, stop)),
+                asyncio.create_task(
+                    self._guard(self._reclaim(outbox, delivery, stop), shared, stop)
+                ),
             ]
-            await delivery.run(stop)
-            shared.stop_thread.set()
-            for thread in threads:
-                await asyncio.to_thread(thread.join)
-            for chore in chores:
-                chore.cancel()
+            try:
+                await self._guard(delivery.run(stop), shared, stop)
+            finally:
+                shared.stop_thread.set()
+                for thread in threads:
+                    await asyncio.to_thread(thread.join)
+                for chore in chores:
+                    chore.cancel()
         finally:
             self.metrics.ready = False
             await client.aclose()
@@ -183,6 +187,21 @@ class App:
             if server is not None:
                 server.stop()
         return self._exit_code(shared.error)
+
+    async def _guard(
+        self, work: Coroutine[Any, Any, None], shared: _Shared, stop: asyncio.Event
+    ) -> None:
+        """Run `work` on the loop; if it fails (e.g. the outbox connection is lost), the bridge
+        stops with that error as its exit reason (the first one wins)."""
+        try:
+            await work
+        except Exception as exc:
+            if not isinstance(exc, BridgeError):
+                self.log.exception("loop.crashed")
+            if shared.error is None:
+                shared.error = exc
+            shared.stop_thread.set()
+            stop.set()
 
     def _exit_code(self, error: BaseException | None) -> int:
         if error is None:

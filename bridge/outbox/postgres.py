@@ -42,6 +42,7 @@ from bridge.outbox.sql import Executor, SqlOutbox
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "task_bridge"
 CONNECT_TIMEOUT_S = 10
+APPLICATION_NAME = "task-bridge-outbox"  # in pg_stat_activity
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -190,7 +191,12 @@ class PostgresOutbox(SqlOutbox):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name=APPLICATION_NAME,
+            )
         except psycopg.Error as exc:
             raise OutboxUnavailable(f"cannot open outbox {self.where}: {exc}") from exc
         try:

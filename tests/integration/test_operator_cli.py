@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.outbox.postgres import APPLICATION_NAME
 from bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import TOKEN, BridgeEnv
 from tests.support.bridge_proc import BridgeProcess
@@ -161,3 +162,27 @@ def test_unreachable_postgres_outbox_exits_2_without_traceback(bridge_env: Bridg
         assert result.returncode == 2, output
         assert "cannot open outbox postgresql://postgres:***@127.0.0.1" in output
         assert "pw-secret" not in output and "Traceback" not in output
+
+
+def test_losing_the_postgres_outbox_stops_the_bridge_with_exit_2(bridge_env: BridgeEnv) -> None:
+    """When its outbox connections are cut, a running bridge stops (exit 2, no traceback) for
+    its supervisor to restart it, rather than running on without an outbox."""
+    env = bridge_env
+    env.outbox_url = f"{env.dsn}?schema=lost_outbox"
+    env.write_config()
+    bridge = env.bridge().start()
+    bridge.wait_for_log("source.started")
+    env.sql("INSERT INTO orders (id, status, created_at) VALUES (1, 'paid', now())")
+    wait_until(lambda: env.outbox_count("status = 'delivered'") == 1, message="delivered")
+    env.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE application_name = '{APPLICATION_NAME}'"
+    )
+    wait_until(lambda: not bridge.alive(), timeout=60, message="the bridge stops")
+    assert bridge.proc is not None
+    code = bridge.proc.returncode
+    log = bridge.log_text()
+    assert code == 2, log
+    assert "Traceback" not in log and "never retrieved" not in log
+    shutdown = bridge.events("shutdown")
+    assert shutdown and "terminating connection" in shutdown[-1]["error"], log
