@@ -37,7 +37,7 @@ from psycopg import sql
 
 from bridge.errors import ConfigError, OutboxError, OutboxUnavailable
 from bridge.outbox.base import StoredOp
-from bridge.outbox.sql import Executor, SqlOutbox
+from bridge.outbox.sql import INDEXES, SIDE_TABLES, Executor, SqlOutbox
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "task_bridge"
@@ -70,28 +70,8 @@ TABLES = (
         on_error        TEXT,
         response        TEXT,
         claimed_by      INTEGER)""",
-    # the same indexes as SQLite's (see sqlite_schema.py)
-    "CREATE INDEX IF NOT EXISTS ops_ready ON ops (seq) WHERE status = 'pending' AND head = 1",
-    "CREATE INDEX IF NOT EXISTS ops_ready_due ON ops (next_attempt_at)"
-    " WHERE status = 'pending' AND head = 1",
-    "CREATE INDEX IF NOT EXISTS ops_open2 ON ops (target, uid, seq)"
-    " WHERE status NOT IN ('delivered', 'skipped')",
-    "CREATE INDEX IF NOT EXISTS ops_chain ON ops (chain, seq) WHERE chain IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS ops_blocked ON ops (target, uid, seq)"
-    " WHERE status IN ('dead', 'parked')",
-    "CREATE INDEX IF NOT EXISTS ops_status ON ops (status, seq)",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        source      TEXT PRIMARY KEY,
-        position    TEXT NOT NULL,
-        updated_at  DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS task_map (
-        target      TEXT NOT NULL,
-        uid         TEXT NOT NULL,
-        remote_id   TEXT NOT NULL,
-        PRIMARY KEY (target, uid))""",
-    """CREATE TABLE IF NOT EXISTS state (
-        key         TEXT PRIMARY KEY,
-        value       TEXT NOT NULL)""",
+    *INDEXES,
+    *SIDE_TABLES,
 )
 
 # SQLite's INSERT (sqlite_schema.py) with each parameter bound once, in `sql.encode_op`'s order.
@@ -215,23 +195,8 @@ class PostgresOutbox(SqlOutbox):
 
     def _migrate(self) -> None:
         with self._tx() as c:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            row = c.execute("SELECT value FROM state WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row is not None else None
-            if version is not None and version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self.where} has schema version {version}, this bridge knows up to"
-                    f" {SCHEMA_VERSION}: upgrade the bridge"
-                )
-            for statement in TABLES:
-                c.execute(statement)
-            c.execute(
-                "INSERT INTO state (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            self._schema_version(c, SCHEMA_VERSION, self.where)
+            self._create(c, TABLES, SCHEMA_VERSION)
 
     # -- plumbing ------------------------------------------------------------------------------
 

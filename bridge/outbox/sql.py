@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
+from bridge.errors import OutboxError
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.operations import Operation, StepResult
 from bridge.outbox.base import STATUSES, OpResult, Status, StoredOp
@@ -35,6 +36,36 @@ UPDATE ops SET head = 1 WHERE head = 0 AND seq = (
     SELECT MIN(seq) FROM ops WHERE target = ? AND uid = ?
     AND status NOT IN ('delivered', 'skipped'))
 """
+
+# The indexes and the small tables, the same on both backends (each adds its `ops` table).
+INDEXES = (
+    # claim_due: pending heads in seq order; next_due_at: pending heads by due time.
+    "CREATE INDEX IF NOT EXISTS ops_ready ON ops (seq) WHERE status = 'pending' AND head = 1",
+    "CREATE INDEX IF NOT EXISTS ops_ready_due ON ops (next_attempt_at)"
+    " WHERE status = 'pending' AND head = 1",
+    # Per-(target, uid, seq) lookups among open ops; dead/parked ops per task (a tiny index).
+    "CREATE INDEX IF NOT EXISTS ops_open2 ON ops (target, uid, seq)"
+    " WHERE status NOT IN ('delivered', 'skipped')",
+    "CREATE INDEX IF NOT EXISTS ops_chain ON ops (chain, seq) WHERE chain IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ops_blocked ON ops (target, uid, seq)"
+    " WHERE status IN ('dead', 'parked')",
+    # list/counts/purge by status, oldest pending.
+    "CREATE INDEX IF NOT EXISTS ops_status ON ops (status, seq)",
+)
+SIDE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        source      TEXT PRIMARY KEY,
+        position    TEXT NOT NULL,
+        updated_at  DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS task_map (
+        target      TEXT NOT NULL,
+        uid         TEXT NOT NULL,
+        remote_id   TEXT NOT NULL,
+        PRIMARY KEY (target, uid))""",
+    """CREATE TABLE IF NOT EXISTS state (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL)""",
+)
 
 STORE_CHECKPOINT = (
     "INSERT INTO checkpoints (source, position, updated_at) VALUES (?, ?, ?)"
@@ -198,6 +229,28 @@ class SqlOutbox:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _schema_version(self, c: Executor, known: int, where: str) -> int | None:
+        """The stored schema version (None: a new outbox); a newer one than `known` is refused."""
+        c.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = c.execute("SELECT value FROM state WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row is not None else None
+        if version is not None and version > known:
+            raise OutboxError(
+                f"outbox {where} has schema version {version}, this bridge knows up to"
+                f" {known}: upgrade the bridge"
+            )
+        return version
+
+    @staticmethod
+    def _create(c: Executor, statements: Sequence[str], version: int) -> None:
+        for statement in statements:
+            c.execute(statement)
+        c.execute(
+            "INSERT INTO state (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(version),),
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -89,26 +89,10 @@ class SqliteOutbox(SqlOutbox):
 
     def _migrate(self) -> None:
         with self._tx() as c:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            row = c.execute("SELECT value FROM state WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row is not None else None
-            if version is not None and version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self.path} has schema version {version}, this bridge knows up to"
-                    f" {SCHEMA_VERSION}: upgrade the bridge"
-                )
-            if version == 1:
+            if self._schema_version(c, SCHEMA_VERSION, self.path) == 1:
                 for statement in MIGRATE_V1:
                     c.execute(statement)
-            for statement in SCHEMA:
-                c.execute(statement)
-            c.execute(
-                "INSERT INTO state (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            self._create(c, SCHEMA, SCHEMA_VERSION)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from bridge.outbox.sql import INDEXES, SIDE_TABLES
+
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
@@ -40,30 +42,8 @@ SCHEMA = (
         step_id         TEXT,
         on_error        TEXT,
         response        TEXT)""",
-    # claim_due: pending heads in seq order; next_due_at: pending heads by due time.
-    "CREATE INDEX IF NOT EXISTS ops_ready ON ops (seq) WHERE status = 'pending' AND head = 1",
-    "CREATE INDEX IF NOT EXISTS ops_ready_due ON ops (next_attempt_at)"
-    " WHERE status = 'pending' AND head = 1",
-    # Per-(target, uid, seq) lookups among open ops; dead/parked ops per task (a tiny index).
-    "CREATE INDEX IF NOT EXISTS ops_open2 ON ops (target, uid, seq)"
-    " WHERE status NOT IN ('delivered', 'skipped')",
-    "CREATE INDEX IF NOT EXISTS ops_chain ON ops (chain, seq) WHERE chain IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS ops_blocked ON ops (target, uid, seq)"
-    " WHERE status IN ('dead', 'parked')",
-    # list/counts/purge by status, oldest pending.
-    "CREATE INDEX IF NOT EXISTS ops_status ON ops (status, seq)",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        source      TEXT PRIMARY KEY,
-        position    TEXT NOT NULL,
-        updated_at  REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS task_map (
-        target      TEXT NOT NULL,
-        uid         TEXT NOT NULL,
-        remote_id   TEXT NOT NULL,
-        PRIMARY KEY (target, uid))""",
-    """CREATE TABLE IF NOT EXISTS state (
-        key         TEXT PRIMARY KEY,
-        value       TEXT NOT NULL)""",
+    *INDEXES,
+    *SIDE_TABLES,
 )
 
 # v1 -> v2: chains (new columns), `skipped` ends a task's op like `delivered` does.
