@@ -74,7 +74,7 @@ TABLES = (
     *SIDE_TABLES,
 )
 
-# SQLite's INSERT (sqlite_schema.py) with each parameter bound once, in `sql.encode_op`'s order.
+# SQLite's INSERT (sqlite_schema.py) with each parameter bound once, in `rows.encode_op`'s order.
 INSERT = """
 WITH v (op_id, target, uid, op, rule, action_index, position, payload, now, error, chain,
         step_id, on_error) AS (

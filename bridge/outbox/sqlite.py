@@ -25,7 +25,8 @@ from typing import Any
 from bridge.errors import OutboxError
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.operations import Operation
-from bridge.outbox.sql import Executor, SqlOutbox, checked_payload, op_row
+from bridge.outbox.rows import checked_payload, op_row
+from bridge.outbox.sql import Executor, SqlOutbox
 from bridge.outbox.sqlite_schema import (
     BATCH_FIELDS,
     BUSY_TIMEOUT_MS,

@@ -55,7 +55,7 @@ MIGRATE_V1 = (
     "DROP INDEX IF EXISTS ops_open",
 )
 
-# One statement per batch: the rows come in as one JSON array (of `sql.op_row` values, payloads
+# One statement per batch: the rows come in as one JSON array (of `rows.op_row` values, payloads
 # inline), so SQLite inserts the whole batch in one step without the GIL; row by row
 # (executemany), every row waited to take the GIL back from the thread decoding the next batch
 # (a convoy that held ingest to one core). Reading a field of a row parses the row's JSON
