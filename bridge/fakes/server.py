@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from bridge.fakes.base import FakeApi, serve
 from bridge.fakes.copilotz import FakeCopilotz
 from bridge.fakes.fragment import FakeFragment
@@ -31,6 +33,10 @@ def serve_fakes(port: int, host: str = "127.0.0.1", token: str = "test-token") -
             f"  (admin: {fake.prefix}/_admin/ledger|tasks|faults|reset)",
             flush=True,
         )
+    # Ctrl-C and SIGTERM stop it, even when started with SIGINT ignored (a background job of
+    # a non-interactive shell inherits that, and Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
