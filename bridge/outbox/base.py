@@ -121,6 +121,11 @@ class Outbox(Protocol):
         this outbox) -> pending. Returns how many (0 where one process owns the outbox)."""
         ...
 
+    def maintain(self) -> None:
+        """Upkeep the ingest writer runs after its commits, outside the write lock (SQLite:
+        a WAL checkpoint at most every second). May do nothing."""
+        ...
+
     def next_due_at(self) -> float | None:
         """Earliest next_attempt_at among claimable ops (pending heads of their (target, uid)),
         or None."""

@@ -315,6 +315,9 @@ class SqlOutbox:
         """One process owns a SQLite outbox: no other claimer can have died."""
         return 0
 
+    def maintain(self) -> None:
+        """Nothing to do by default."""
+
     def next_due_at(self) -> float | None:
         """Earliest next_attempt_at among claimable ops (pending heads of their task), or None.
 

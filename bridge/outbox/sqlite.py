@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -41,6 +42,7 @@ from bridge.outbox.sqlite_schema import (
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteOutbox", "dumps_payload"]
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 def _batch(rows: list[list[Any]]) -> tuple[str, dict[str, Any]]:
@@ -68,6 +70,7 @@ class SqliteOutbox(SqlOutbox):
         growing steps (up to 100 ms) and showed up as latency spikes."""
         self._write_lock = write_lock or threading.Lock()
         self._tx_thread: int | None = None  # the thread inside `_tx`, if any
+        self._next_checkpoint = 0.0
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         if path != ":memory:":
@@ -139,6 +142,14 @@ class SqliteOutbox(SqlOutbox):
         before = self._conn.total_changes  # `c` is this connection
         self._conn.execute(*encoded)
         return self._conn.total_changes - before
+
+    def maintain(self) -> None:
+        """Checkpoint the WAL into the database file, outside the write lock: PASSIVE copies
+        what no reader still needs and never blocks the other connections' writes."""
+        if time.monotonic() < self._next_checkpoint:
+            return
+        self._next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        self._read("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:

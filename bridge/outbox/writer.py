@@ -83,6 +83,7 @@ class OutboxWriter:
                     self.on_committed(batch.ops, inserted)
                     if batch.checkpoint is not None:
                         self._durable = batch.checkpoint
+                    self.outbox.maintain()
             except BaseException as exc:  # handed to the reading thread, never lost
                 self._error = exc
             finally:

@@ -161,3 +161,21 @@ def test_claim_reads_ready_index_not_the_backlog(tmp_path: Path) -> None:
         assert len(box.claim_due(now=5.0, limit=1000)) == 100, "one head per UID"
     finally:
         box.close()
+
+
+def test_maintain_checkpoints_the_wal_at_most_once_a_second(tmp_path: Path) -> None:
+    """The ingest writer's upkeep copies the WAL into the database file (off the write lock),
+    and does so at most once per CHECKPOINT_INTERVAL_S however often it is called."""
+    box = open_outbox("sqlite:///outbox.db", tmp_path)
+    try:
+        db = tmp_path / "outbox.db"
+        box.put([make_op(n, f"u{n}") for n in range(200)], SOURCE, "0/1", now=1.0)
+        before = db.stat().st_size
+        box.maintain()
+        after = db.stat().st_size
+        assert after > before, "the WAL's pages are in the database file now"
+        box.put([make_op(n, f"u{n}") for n in range(200, 2000)], SOURCE, "0/2", now=1.0)
+        box.maintain()  # within the interval: nothing copied
+        assert db.stat().st_size == after
+    finally:
+        box.close()
