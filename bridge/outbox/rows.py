@@ -37,8 +37,26 @@ def row_to_op(row: Sequence[Any]) -> StoredOp:
     )
 
 
+ROW_FIELDS = (
+    "op_id",
+    "target",
+    "uid",
+    "op",
+    "rule",
+    "action_index",
+    "position",
+    "payload",
+    "now",
+    "error",
+    "chain",
+    "step_id",
+    "on_error",
+)
+"""The names of `op_row`'s values, in its order (the backends' INSERT statements follow it)."""
+
+
 def op_row(op: Operation, now: float, payload: Any, error: str | None) -> list[Any]:
-    """One op's insert values, in the order of the backends' INSERT statements."""
+    """One op's insert values, in `ROW_FIELDS` order."""
     return [
         op.op_id,
         op.target,
@@ -56,21 +74,29 @@ def op_row(op: Operation, now: float, payload: Any, error: str | None) -> list[A
     ]
 
 
+def _unencodable(op: Operation, exc: PayloadError) -> tuple[dict[str, str], str]:
+    """An unencodable payload makes the op dead, not the batch; it is kept as a note for
+    inspection (a redrive sends that, and the API refuses it)."""
+    reason = f"rule '{op.rule}' action {op.action_index}: payload: {exc}"
+    return {"_unencodable": repr(op.payload)}, op.error or reason
+
+
 def checked_payload(op: Operation) -> tuple[Any, str | None]:
-    """(payload, error) as stored: an unencodable payload makes the op dead, not the batch,
-    and is kept as a note for inspection (a redrive sends that, and the API refuses it)."""
+    """(payload, error) as stored, the payload still as an object."""
     try:
         dumps_payload(op.payload)
     except PayloadError as exc:
-        reason = f"rule '{op.rule}' action {op.action_index}: payload: {exc}"
-        return {"_unencodable": repr(op.payload)}, op.error or reason
+        return _unencodable(op, exc)
     return op.payload, op.error
 
 
 def encode_op(op: Operation, now: float) -> tuple[Any, ...]:
-    """Insert parameters for one op, the payload as JSON text."""
-    payload, error = checked_payload(op)
-    return tuple(op_row(op, now, dumps_payload(payload), error))
+    """Insert parameters for one op, the payload as JSON text (encoded once)."""
+    try:
+        return tuple(op_row(op, now, dumps_payload(op.payload), op.error))
+    except PayloadError as exc:
+        note, error = _unencodable(op, exc)
+        return tuple(op_row(op, now, dumps_payload(note), error))
 
 
 def encode_response(value: Any) -> str | None:

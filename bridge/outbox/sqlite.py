@@ -26,10 +26,9 @@ from typing import Any
 from bridge.errors import OutboxError
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.operations import Operation
-from bridge.outbox.rows import checked_payload, op_row
+from bridge.outbox.rows import ROW_FIELDS, checked_payload, op_row
 from bridge.outbox.sql import Executor, SqlOutbox
 from bridge.outbox.sqlite_schema import (
-    BATCH_FIELDS,
     BUSY_TIMEOUT_MS,
     MIGRATE_V1,
     PER_ROW_ALWAYS,
@@ -49,14 +48,14 @@ def _batch(rows: list[list[Any]]) -> tuple[str, dict[str, Any]]:
     """Fields with one value in every row are bound once; rows keep the others."""
     params: dict[str, Any] = {}
     per_row: list[int] = []
-    for k, name in enumerate(BATCH_FIELDS):
+    for k, name in enumerate(ROW_FIELDS):
         values = set(map(itemgetter(k), rows)) if name not in PER_ROW_ALWAYS else ()
         if len(values) == 1:
             params[name] = next(iter(values))
         else:
             per_row.append(k)
     params["rows"] = dumps_payload(list(map(itemgetter(*per_row), rows)))
-    return insert_batch(tuple(BATCH_FIELDS[k] for k in per_row)), params
+    return insert_batch(tuple(ROW_FIELDS[k] for k in per_row)), params
 
 
 class SqliteOutbox(SqlOutbox):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from bridge.outbox.rows import ROW_FIELDS
 from bridge.outbox.sql import INDEXES, SIDE_TABLES
 
 SCHEMA_VERSION = 2
@@ -68,21 +69,6 @@ MIGRATE_V1 = (
 # order: against what is stored, and against the batch's earlier new rows of the same
 # (target, uid), which are all open. Rows whose op_id is stored already are skipped (a repeat
 # inside the batch is the same op: OR IGNORE drops it).
-BATCH_FIELDS = (
-    "op_id",
-    "target",
-    "uid",
-    "op",
-    "rule",
-    "action_index",
-    "position",
-    "payload",
-    "now",
-    "error",
-    "chain",
-    "step_id",
-    "on_error",
-)
 PER_ROW_ALWAYS = frozenset({"op_id", "position", "payload"})
 
 _INSERT_BATCH = """
@@ -119,7 +105,7 @@ def insert_batch(per_row: tuple[str, ...]) -> str:
     """INSERT_BATCH for rows holding the fields `per_row`, in that order; the other fields
     are bound by name."""
     columns = []
-    for name in BATCH_FIELDS:
+    for name in ROW_FIELDS:
         if name in per_row:
             arrow = "->" if name == "payload" else "->>"  # the payload stays JSON text
             columns.append(f"value {arrow} {per_row.index(name)} AS {name}")
