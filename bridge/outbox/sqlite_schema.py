@@ -16,9 +16,9 @@ PRAGMAS = (
     f"busy_timeout = {BUSY_TIMEOUT_MS}",
     "journal_mode = WAL",
     "cache_size = -16384",  # 16 MiB per connection: two connections stay well inside G6
-    # A backstop only: the ingest writer checkpoints every second off the write lock
-    # (`SqliteOutbox.maintain`). A checkpoint inside a commit held the in-process write lock
-    # while it copied ~40 MB, and delivery stalled behind it (the p99 latency spikes).
+    # A backstop only: the ingest writer checkpoints every second (`SqliteOutbox.maintain`).
+    # A checkpoint inside a commit held the in-process write lock while it copied ~40 MB, and
+    # delivery stalled behind it (the p99 latency spikes).
     "wal_autocheckpoint = 50000",
     "journal_size_limit = 67108864",
 )
