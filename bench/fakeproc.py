@@ -19,8 +19,8 @@ def _freeze_periodically() -> None:
     """The fake keeps every request in its ledger (60k entries after the latency run), and
     Python's full collections walk all of it: the fake paused 70-110 ms every ~15 s, which
     the bench counted as the bridge's latency. Moving what exists into the permanent
-    generation every second keeps each collection to the last second's objects (what cycles
-    that freezes are kept until the process ends, with the bench)."""
+    generation every second keeps each collection to the last second's objects (garbage that
+    gets frozen stays until the process ends, with the bench)."""
     while True:
         time.sleep(FREEZE_EVERY_S)
         gc.freeze()

@@ -158,8 +158,8 @@ class SqliteOutbox(SqlOutbox):
         ~60 ms. So: copy the bulk off the write lock (PASSIVE never blocks writers), then the
         few frames committed meanwhile under it, where no commit can slip in between.
         """
-        if time.monotonic() < self._next_checkpoint:
-            return
+        if time.monotonic() < self._next_checkpoint or self._tx_thread is not None:
+            return  # not from inside a transaction: the write lock is not reentrant
         self._next_checkpoint = time.monotonic() + self._checkpoint_interval
         self._read("PRAGMA wal_checkpoint(PASSIVE)")
         with self._write_lock:
