@@ -11,29 +11,14 @@ import psycopg
 import pytest
 
 from bridge.errors import OutboxError, OutboxUnavailable
-from bridge.events import SourcePosition
-from bridge.operations import Operation, operation_id
 from bridge.outbox import open_outbox
 from bridge.outbox.base import OpResult
 from bridge.outbox.postgres import PostgresOutbox
 from bridge.testing.postgres import TempCluster
+from tests.support.ops import make_op
 
 SOURCE = "kafka:group"
 _schemas = itertools.count()
-
-
-def make_op(n: int, uid: str) -> Operation:
-    position = SourcePosition(kind="kafka", topic="t", partition=0, offset=n)
-    return Operation(
-        op_id=operation_id(position, "rule", 0),
-        target="fragment",
-        op="upsert",
-        uid=uid,
-        rule="rule",
-        action_index=0,
-        position=position,
-        payload={"n": n},
-    )
 
 
 @pytest.fixture

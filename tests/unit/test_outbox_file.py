@@ -9,26 +9,11 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError, OutboxError
-from bridge.events import SourcePosition
-from bridge.operations import Operation, operation_id
 from bridge.outbox import SqliteOutbox, open_outbox, sqlite_path
 from bridge.outbox.base import OpResult
+from tests.support.ops import make_op
 
 SOURCE = "postgres:slot"
-
-
-def make_op(n: int, uid: str) -> Operation:
-    position = SourcePosition(kind="pg", lsn=n, index=0)
-    return Operation(
-        op_id=operation_id(position, "rule", 0),
-        target="fragment",
-        op="upsert",
-        uid=uid,
-        rule="rule",
-        action_index=0,
-        position=position,
-        payload={"n": n},
-    )
 
 
 def test_urls_follow_the_sqlalchemy_convention(tmp_path: Path) -> None:

@@ -15,32 +15,16 @@ from uuid import UUID
 
 import pytest
 
-from bridge.events import UNCHANGED, SourcePosition
-from bridge.operations import Operation, operation_id
+from bridge.events import UNCHANGED
+from bridge.operations import Operation
 from bridge.outbox.base import OpResult, StoredOp
 from bridge.outbox.postgres import PostgresOutbox
 from bridge.outbox.sql import SqlOutbox
 from bridge.outbox.sqlite import SqliteOutbox, dumps_payload
 from bridge.testing.postgres import TempCluster
+from tests.support.ops import make_op
 
 SOURCE = "postgres:slot"
-
-
-def make_op(
-    n: int, uid: str = "u1", target: str = "fragment", payload: Any = None, error: str | None = None
-) -> Operation:
-    position = SourcePosition(kind="pg", lsn=1000 + n, index=0)
-    return Operation(
-        op_id=operation_id(position, "rule", 0),
-        target=target,
-        op="upsert",
-        uid=uid,
-        rule="rule",
-        action_index=0,
-        position=position,
-        payload={"n": n} if payload is None else payload,
-        error=error,
-    )
 
 
 _schemas = itertools.count()
