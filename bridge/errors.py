@@ -9,7 +9,7 @@ Callers catch by what they do next::
      +-- SourceError              the change source failed
      |    +-- SourceUnavailable   cannot connect (exit 2); retried with backoff while running
      +-- OutboxError              the outbox database failed
-     |    +-- OutboxUnavailable   cannot connect to it (exit 2)
+     |    +-- OutboxUnavailable   cannot connect to it, or it cannot take writes (exit 2)
      +-- DeliveryError            a target refused or failed an operation
           +-- TransientDeliveryError   retry with backoff
           |    +-- RetryAfter          the API asked us to wait (a signal, not a failure)
@@ -56,7 +56,8 @@ class OutboxError(BridgeError):
 
 
 class OutboxUnavailable(OutboxError):
-    """The outbox database cannot be reached."""
+    """The outbox database cannot be reached, or cannot take writes now (disk full, I/O
+    error, locked by another process)."""
 
 
 class DeliveryError(BridgeError):

@@ -23,10 +23,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import OutboxError
+from bridge.errors import OutboxError, OutboxUnavailable
 from bridge.jsonenc import PayloadError, dumps_payload
 from bridge.operations import Operation
-from bridge.outbox.rows import ROW_FIELDS, checked_payload, op_row
+from bridge.outbox.rows import ROW_FIELDS, checked_payload, encode_op, op_row
 from bridge.outbox.sql import Executor, SqlOutbox
 from bridge.outbox.sqlite_schema import (
     BUSY_TIMEOUT_MS,
@@ -56,6 +56,31 @@ def _batch(rows: list[list[Any]]) -> tuple[str, dict[str, Any]]:
             per_row.append(k)
     params["rows"] = dumps_payload(list(map(itemgetter(*per_row), rows)))
     return insert_batch(tuple(ROW_FIELDS[k] for k in per_row)), params
+
+
+# Primary result codes that mean the file cannot take writes now.
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,  # locked by another process beyond busy_timeout
+        sqlite3.SQLITE_IOERR,  # e.g. the file-size limit (ulimit -f), a failing disk
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
+def _error(context: str, exc: sqlite3.Error) -> OutboxError:
+    """`OutboxUnavailable` (exit 2: the operator fixes the disk, a supervisor restarts the
+    bridge) when the file cannot take writes; `OutboxError` for anything else."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the extended code's primary part
+    kind = OutboxUnavailable if code in _UNAVAILABLE else OutboxError
+    return kind(f"{context}: {exc}")
+
+
+MAX_STATEMENT_CHARS = 64 * 1024 * 1024
+"""A batch whose rows' JSON is longer than this is inserted op by op: SQLite refuses a string
+over `SQLITE_LIMIT_LENGTH` (10**9 bytes by default) as "string or blob too big", and a batch
+of big payloads would otherwise fail whole, every time it is read again."""
 
 
 class SqliteOutbox(SqlOutbox):
@@ -116,14 +141,14 @@ class SqliteOutbox(SqlOutbox):
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise OutboxError(f"outbox {self.path}: cannot start a transaction: {exc}") from exc
+                raise _error(f"outbox {self.path}: cannot start a transaction", exc) from exc
             self._tx_thread = threading.get_ident()
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+                raise _error(f"outbox {self.path}", exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -134,18 +159,27 @@ class SqliteOutbox(SqlOutbox):
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
-    def _encode(self, ops: Sequence[Operation], now: float) -> tuple[str, dict[str, Any]]:
-        """The batch as `insert_batch`'s statement and parameters, payloads inline (one
-        encoding pass); when a payload cannot be encoded, again op by op so only that op
-        goes dead."""
+    def _encode(self, ops: Sequence[Operation], now: float) -> list[tuple[str, dict[str, Any]]]:
+        """The batch as `insert_batch` statements and parameters: one statement, payloads
+        inline (one encoding pass); when a payload cannot be encoded, again op by op so only
+        that op goes dead. A batch too big for one statement goes op by op, every field bound
+        by name (big payloads: no JSON for SQLite to parse again)."""
         try:
-            return _batch([op_row(op, now, op.payload, op.error) for op in ops])
+            batch = _batch([op_row(op, now, op.payload, op.error) for op in ops])
         except PayloadError:
-            return _batch([op_row(op, now, *checked_payload(op)) for op in ops])
+            batch = _batch([op_row(op, now, *checked_payload(op)) for op in ops])
+        if len(batch[1]["rows"]) <= MAX_STATEMENT_CHARS:
+            return [batch]
+        one_by_one = insert_batch(())
+        return [
+            (one_by_one, {**dict(zip(ROW_FIELDS, encode_op(op, now), strict=True)), "rows": "[0]"})
+            for op in ops
+        ]
 
-    def _insert(self, c: Executor, encoded: tuple[str, dict[str, Any]]) -> int:
+    def _insert(self, c: Executor, encoded: list[tuple[str, dict[str, Any]]]) -> int:
         before = self._conn.total_changes  # `c` is this connection
-        self._conn.execute(*encoded)
+        for statement in encoded:
+            self._conn.execute(*statement)
         return self._conn.total_changes - before
 
     def maintain(self) -> None:
@@ -169,7 +203,7 @@ class SqliteOutbox(SqlOutbox):
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path}: {exc}") from exc
+            raise _error(f"outbox {self.path}", exc) from exc
 
     def close(self) -> None:
         self._conn.close()

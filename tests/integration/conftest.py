@@ -90,6 +90,7 @@ class BridgeEnv:
         retry: str = "max_attempts: 50",
         extra_targets: str = "",
         kafka: str | None = None,
+        status_interval: str = "500ms",
     ) -> Path:
         """bridge.yaml for this world; `extra_targets` is YAML of more targets (by name);
         `kafka` (YAML of a `source.kafka` block) replaces the Postgres source."""
@@ -97,7 +98,7 @@ class BridgeEnv:
         (self.workdir / "rules" / "rules.yaml").write_text(textwrap.dedent(rules))
         self.config_path.write_text(
             f"""source:
-{self._source(source, kafka)}
+{self._source(source, kafka, status_interval)}
 outbox:
   url: "{self.outbox_url or "sqlite:///outbox.db"}"
 delivery:
@@ -117,14 +118,14 @@ rules: rules/
         )
         return self.config_path
 
-    def _source(self, extra: str, kafka: str | None) -> str:
+    def _source(self, extra: str, kafka: str | None, status_interval: str) -> str:
         if kafka is not None:
             return "  kafka:\n" + textwrap.indent(textwrap.dedent(kafka).strip("\n"), "    ")
         return f"""  postgres:
     dsn: "{self.dsn}"
     slot: {self.slot}
     publication: {self.slot}
-    status_interval: 500ms
+    status_interval: {status_interval}
 {textwrap.indent(textwrap.dedent(extra), "    ")}"""
 
     def sibling(self, name: str) -> BridgeEnv:

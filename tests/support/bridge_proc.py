@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ class BridgeProcess:
         self.log_path = log_path
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.preexec: Callable[[], None] | None = None
+        """Runs in the child before exec (e.g. to set a resource limit)."""
+        self.log_level = "debug"
         self.peak_rss = 0
         self._offset = 0
 
@@ -38,12 +42,13 @@ class BridgeProcess:
                 "-c",
                 str(self.config),
                 "--log-level",
-                "debug",
+                self.log_level,
                 *self.extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=self.preexec,
         )
         return self
 

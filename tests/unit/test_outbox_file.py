@@ -203,3 +203,18 @@ def test_maintain_lets_the_wal_start_over_while_another_connection_writes(
     # 0 in this test before maintain() made sure of it, about one per round since
     started_over = int.from_bytes(header[12:16], "big")
     assert started_over >= rounds // 2, f"the WAL started over {started_over} times"
+
+
+def test_a_batch_bigger_than_sqlite_takes_in_one_string_is_stored_whole() -> None:
+    """Ops adding up to more than SQLite's string limit (10**9 bytes: "string or blob too
+    big") in one batch are stored, with their checkpoint, in one transaction. (In memory: the
+    limit is SQLite's, whatever the file.)"""
+    outbox = SqliteOutbox(":memory:")
+    note = "n" * 1_000_000
+    ops = [make_op(n, uid=f"u{n}", payload={"note": note}) for n in range(1010)]
+    try:
+        assert outbox.put(ops, SOURCE, "0/10", now=1.0) == len(ops)
+        assert outbox.get_checkpoint(SOURCE) == "0/10"
+        assert outbox.counts()["pending"] == len(ops)
+    finally:
+        outbox.close()
