@@ -19,15 +19,15 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check task_bridge tests bench
+	$(BIN)/ruff format --check task_bridge tests bench
 	$(BIN)/mypy
 
 # Exactly what CI runs (.ci/run).
 check: lint test
 
 demo: $(STAMP)
-	$(BIN)/python -m bridge.demo
+	$(BIN)/python -m task_bridge.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,14 +13,14 @@ import httpx
 from pydantic import SecretStr
 
 from bench.fakeproc import TOKEN, FakeProcess
-from bridge.delivery import Delivery
-from bridge.events import SourcePosition
-from bridge.jsonenc import dumps_payload
-from bridge.observability import Metrics
-from bridge.operations import Operation
-from bridge.outbox.policy import RetryPolicy
-from bridge.outbox.sqlite import SqliteOutbox
-from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+from task_bridge.delivery import Delivery
+from task_bridge.events import SourcePosition
+from task_bridge.jsonenc import dumps_payload
+from task_bridge.observability import Metrics
+from task_bridge.operations import Operation
+from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 
 
 def _payload(i: int) -> dict[str, object]:
@@ -52,7 +52,9 @@ async def _bridge(
 
     async def watch() -> None:
         # the delivery counter, not an outbox query: the watch must not load the loop measured
-        while (metrics.registry.get_sample_value("bridge_ops_delivered_total", labels) or 0) < n:
+        while (
+            metrics.registry.get_sample_value("task_bridge_ops_delivered_total", labels) or 0
+        ) < n:
             await asyncio.sleep(0.02)
         stop.set()
 

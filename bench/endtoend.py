@@ -74,7 +74,7 @@ rules: rules.yaml
                 [
                     sys.executable,
                     "-m",
-                    "bridge",
+                    "task_bridge",
                     "run",
                     "-c",
                     str(self.config),
@@ -181,7 +181,7 @@ def latency_and_integrity(
                 continue
             latencies.append((entry["t"] - float(fields["stamp"])) * 1000)
             seen[str(item["uid"])].append(str(fields["status"]))
-    from bridge.targets.fragment import fragment_task_uuid
+    from task_bridge.targets.fragment import fragment_task_uuid
 
     ok = len(seen) == len(expected) and all(
         checksum(seen.get(fragment_task_uuid(f"lat-{i}"), [])) == checksum(statuses)

@@ -9,7 +9,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bridge.fakes.fragment import FakeFragment
+from task_bridge.fakes.fragment import FakeFragment
 
 TOKEN = "bench-token"
 FREEZE_EVERY_S = 1.0

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import psycopg
 
-from bridge.app import tune_gc
-from bridge.events import format_lsn
-from bridge.ingest import Ingest
-from bridge.observability import Metrics
-from bridge.outbox.sqlite import SqliteOutbox
-from bridge.rules.engine import RuleEngine
-from bridge.rules.loader import load_rules
-from bridge.sources.postgres.source import PostgresSource
-from bridge.testing.postgres import TempCluster, find_bindir
-from bridge.yamlsrc import load_yaml_text
+from task_bridge.app import tune_gc
+from task_bridge.events import format_lsn
+from task_bridge.ingest import Ingest
+from task_bridge.observability import Metrics
+from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.rules.engine import RuleEngine
+from task_bridge.rules.loader import load_rules
+from task_bridge.sources.postgres.source import PostgresSource
+from task_bridge.testing.postgres import TempCluster, find_bindir
+from task_bridge.yamlsrc import load_yaml_text
 
 PUBLICATION = "bench"
 

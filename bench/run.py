@@ -34,7 +34,7 @@ from bench.endtoend import (
 from bench.fakeproc import FakeProcess
 from bench.ingest import bridge_ingest_rate, prepare_slots, recvlogical_rate
 from bench.workload import REJECT_RULE, TYPICAL_RULE, write_changes
-from bridge.testing.postgres import TempCluster
+from task_bridge.testing.postgres import TempCluster
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 PACING_PER_MIN = 60

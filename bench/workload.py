@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from bridge.events import parse_lsn
+from task_bridge.events import parse_lsn
 
 DDL = """
 CREATE TABLE IF NOT EXISTS bench (

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.testing.kafka import BrokerUnavailable, KafkaBroker
-from bridge.testing.postgres import ClusterError, TempCluster, find_bindir
+from task_bridge.testing.kafka import BrokerUnavailable, KafkaBroker
+from task_bridge.testing.postgres import ClusterError, TempCluster, find_bindir
 
 _db_counter = itertools.count()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bridge.targets.fragment import fragment_task_uuid
+from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 
@@ -87,7 +87,7 @@ def test_permanent_failure_dead_letters_one_uid_and_retry_redrives(bridge_env: B
         [
             sys.executable,
             "-m",
-            "bridge",
+            "task_bridge",
             "outbox",
             "retry",
             dead[0]["op_id"],

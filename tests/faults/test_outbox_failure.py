@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bridge.outbox.postgres import APPLICATION_NAME
-from bridge.targets.fragment import fragment_task_uuid
+from task_bridge.outbox.postgres import APPLICATION_NAME
+from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 

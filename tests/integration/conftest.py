@@ -14,8 +14,8 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bridge.fakes.fragment import FakeFragment
-from bridge.outbox.postgres import parse_url
+from task_bridge.fakes.fragment import FakeFragment
+from task_bridge.outbox.postgres import parse_url
 from tests.support.bridge_proc import BridgeProcess
 
 TOKEN = "s3cr3t-fragment-token"

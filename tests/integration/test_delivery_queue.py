@@ -13,14 +13,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.delivery import Delivery
-from bridge.events import SourcePosition
-from bridge.fakes.fragment import FakeFragment
-from bridge.observability import Metrics
-from bridge.operations import Operation
-from bridge.outbox.policy import RetryPolicy
-from bridge.outbox.sqlite import SqliteOutbox
-from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+from task_bridge.delivery import Delivery
+from task_bridge.events import SourcePosition
+from task_bridge.fakes.fragment import FakeFragment
+from task_bridge.observability import Metrics
+from task_bridge.operations import Operation
+from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 
 TOKEN = "queue-token"
 UIDS, PER_UID = 20, 10

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from bridge.targets.fragment import fragment_task_uuid
+from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import TOKEN, BridgeEnv
 from tests.support.wait import wait_until
 
@@ -84,7 +84,7 @@ def test_dry_run_prints_operations_without_sending(bridge_env: BridgeEnv) -> Non
         "after": {"id": 7, "status": "shipped"},
     }
     out = subprocess.run(
-        [sys.executable, "-m", "bridge", "dry-run", "-c", str(config), "--event", "-"],
+        [sys.executable, "-m", "task_bridge", "dry-run", "-c", str(config), "--event", "-"],
         input=json.dumps(event),
         capture_output=True,
         text=True,

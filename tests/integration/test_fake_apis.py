@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bridge.fakes.base import serve
-from bridge.fakes.server import build_fakes
+from task_bridge.fakes.base import serve
+from task_bridge.fakes.server import build_fakes
 
 TOKEN = "fake-token"
 

@@ -20,13 +20,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
-from bridge.events import UNCHANGED
-from bridge.fakes.fragment import FakeFragment
-from bridge.outbox.base import StoredOp
-from bridge.targets.base import Delivered
-from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
-from bridge.testing.postgres import free_port
+from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from task_bridge.events import UNCHANGED
+from task_bridge.fakes.fragment import FakeFragment
+from task_bridge.outbox.base import StoredOp
+from task_bridge.targets.base import Delivered
+from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+from task_bridge.testing.postgres import free_port
 
 TOKEN = "tok-do-not-leak-42"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -434,7 +434,7 @@ def test_concurrent_requests_are_all_recorded(fake: FakeFragment) -> None:
 def test_serve_fakes_runs_until_interrupted() -> None:
     """`serve_fakes` prints the Fragment URL, serves it, and exits cleanly on Ctrl-C."""
     port = free_port()
-    code = f"from bridge.fakes.server import serve_fakes; serve_fakes({port}, token='t0k')"
+    code = f"from task_bridge.fakes.server import serve_fakes; serve_fakes({port}, token='t0k')"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

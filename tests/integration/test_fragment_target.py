@@ -11,12 +11,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
-from bridge.fakes.fragment import FakeFragment
-from bridge.outbox.base import StoredOp
-from bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
-from bridge.targets.http import parse_retry_after
-from bridge.testing.postgres import free_port
+from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from task_bridge.fakes.fragment import FakeFragment
+from task_bridge.outbox.base import StoredOp
+from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
+from task_bridge.targets.http import parse_retry_after
+from task_bridge.testing.postgres import free_port
 
 TOKEN = "very-secret-token"
 

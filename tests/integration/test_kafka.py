@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from bridge.targets.fragment import fragment_task_uuid
-from bridge.testing.kafka import KafkaBroker
+from task_bridge.targets.fragment import fragment_task_uuid
+from task_bridge.testing.kafka import KafkaBroker
 from tests.integration.conftest import BridgeEnv
 from tests.support.bridge_proc import BridgeProcess
 from tests.support.wait import wait_until

@@ -22,16 +22,16 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from bridge.config import KafkaSourceConfig
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from bridge.jsonenc import dumps_payload
-from bridge.operations import Operation
-from bridge.rules import RuleEngine, load_rules
-from bridge.sources.base import SourceItem
-from bridge.sources.kafka import KafkaSource
-from bridge.sources.postgres.source import PostgresSource
-from bridge.testing.kafka import KafkaBroker
-from bridge.yamlsrc import load_yaml_text
+from task_bridge.config import KafkaSourceConfig
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.jsonenc import dumps_payload
+from task_bridge.operations import Operation
+from task_bridge.rules import RuleEngine, load_rules
+from task_bridge.sources.base import SourceItem
+from task_bridge.sources.kafka import KafkaSource
+from task_bridge.sources.postgres.source import PostgresSource
+from task_bridge.testing.kafka import KafkaBroker
+from task_bridge.yamlsrc import load_yaml_text
 from tests.integration.conftest import ORDER_RULES, ORDERS_DDL
 from tests.support.debezium import encode
 

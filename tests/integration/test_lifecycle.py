@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 import string
 
-from bridge.events import parse_lsn
-from bridge.targets.fragment import fragment_task_uuid
-from bridge.testing.postgres import TempCluster
+from task_bridge.events import parse_lsn
+from task_bridge.targets.fragment import fragment_task_uuid
+from task_bridge.testing.postgres import TempCluster
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 

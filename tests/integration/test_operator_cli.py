@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.outbox.postgres import APPLICATION_NAME
-from bridge.targets.fragment import fragment_task_uuid
+from task_bridge.outbox.postgres import APPLICATION_NAME
+from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import TOKEN, BridgeEnv
 from tests.support.bridge_proc import BridgeProcess
 from tests.support.wait import wait_until
@@ -19,14 +19,14 @@ from tests.support.wait import wait_until
 
 def _cli(env: BridgeEnv, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args, "-c", str(env.config_path)],
+        [sys.executable, "-m", "task_bridge", *args, "-c", str(env.config_path)],
         capture_output=True,
         text=True,
     )
 
 
 def _free_port() -> int:
-    from bridge.testing.postgres import free_port
+    from task_bridge.testing.postgres import free_port
 
     return free_port()
 
@@ -90,8 +90,8 @@ def test_metrics_health_and_readiness(bridge_env: BridgeEnv) -> None:
     assert httpx.get(f"{base}/healthz").status_code == 200
     assert httpx.get(f"{base}/readyz").status_code == 200
     metrics = httpx.get(f"{base}/metrics").text
-    assert 'bridge_ops_delivered_total{target="fragment"} 1.0' in metrics
-    assert "bridge_ops_enqueued_total 1.0" in metrics
+    assert 'task_bridge_ops_delivered_total{target="fragment"} 1.0' in metrics
+    assert "task_bridge_ops_enqueued_total 1.0" in metrics
     assert TOKEN not in metrics
 
 
@@ -104,7 +104,7 @@ def test_unreachable_database_exits_2_without_traceback(bridge_env: BridgeEnv) -
     finally:
         env.dsn = real_dsn
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "run", "-c", str(env.config_path)],
+        [sys.executable, "-m", "task_bridge", "run", "-c", str(env.config_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -118,7 +118,7 @@ def test_fake_api_command_serves_fragment_with_admin_endpoints() -> None:
     """`bridge fake-api` serves the Fragment fake with its ledger and fault endpoints."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "fake-api", "--port", str(port), "--token", "tok"],
+        [sys.executable, "-m", "task_bridge", "fake-api", "--port", str(port), "--token", "tok"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

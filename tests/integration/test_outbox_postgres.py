@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from bridge.errors import OutboxError, OutboxUnavailable
-from bridge.outbox import open_outbox
-from bridge.outbox.base import OpResult
-from bridge.outbox.postgres import PostgresOutbox
-from bridge.testing.postgres import TempCluster
+from task_bridge.errors import OutboxError, OutboxUnavailable
+from task_bridge.outbox import open_outbox
+from task_bridge.outbox.base import OpResult
+from task_bridge.outbox.postgres import PostgresOutbox
+from task_bridge.testing.postgres import TempCluster
 from tests.support.ops import make_op
 
 SOURCE = "kafka:group"

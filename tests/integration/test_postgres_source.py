@@ -14,11 +14,11 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from bridge.errors import SourceError, SourceUnavailable
-from bridge.events import UNCHANGED, ChangeEvent, format_lsn, parse_lsn
-from bridge.sources.base import Commit, Idle, SourceItem
-from bridge.sources.postgres.source import PostgresSource
-from bridge.testing.postgres import TempCluster, free_port
+from task_bridge.errors import SourceError, SourceUnavailable
+from task_bridge.events import UNCHANGED, ChangeEvent, format_lsn, parse_lsn
+from task_bridge.sources.base import Commit, Idle, SourceItem
+from task_bridge.sources.postgres.source import PostgresSource
+from task_bridge.testing.postgres import TempCluster, free_port
 from tests.support.wait import wait_until
 
 SLOT = "src_test"

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from bridge.fakes.copilotz import FakeCopilotz
-from bridge.fakes.generic import FakeGeneric
-from bridge.fakes.humanlambdas import FakeHumanLambdas
-from bridge.fakes.workflow import FakeWorkflow
-from bridge.targets.fragment import fragment_task_uuid
+from task_bridge.fakes.copilotz import FakeCopilotz
+from task_bridge.fakes.generic import FakeGeneric
+from task_bridge.fakes.humanlambdas import FakeHumanLambdas
+from task_bridge.fakes.workflow import FakeWorkflow
+from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import BridgeEnv
 from tests.support.wait import wait_until
 

@@ -45,7 +45,7 @@ BROKEN = {
 
 def _validate(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
+        [sys.executable, "-m", "task_bridge", "validate", "-c", str(config)],
         capture_output=True,
         text=True,
     )

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.fakes.workflow import FakeWorkflow
-from bridge.outbox.base import StoredOp
-from bridge.targets.base import MemoryStore
-from bridge.targets.workflow import WorkflowConfig, WorkflowTarget
+from task_bridge.fakes.workflow import FakeWorkflow
+from task_bridge.outbox.base import StoredOp
+from task_bridge.targets.base import MemoryStore
+from task_bridge.targets.workflow import WorkflowConfig, WorkflowTarget
 from tests.integration.conftest import BridgeEnv
 from tests.integration.test_targets_e2e import TOKEN, _seed_workflow, _step
 from tests.support.wait import wait_until

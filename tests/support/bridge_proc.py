@@ -37,7 +37,7 @@ class BridgeProcess:
             [
                 sys.executable,
                 "-m",
-                "bridge",
+                "task_bridge",
                 "run",
                 "-c",
                 str(self.config),
@@ -55,7 +55,7 @@ class BridgeProcess:
     def run_cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run another `bridge` command (e.g. `outbox retry ID`) against the same config."""
         return subprocess.run(
-            [sys.executable, "-m", "bridge", *args, "-c", str(self.config)],
+            [sys.executable, "-m", "task_bridge", *args, "-c", str(self.config)],
             input=stdin,
             capture_output=True,
             text=True,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bridge.events import UNCHANGED, ChangeEvent
+from task_bridge.events import UNCHANGED, ChangeEvent
 
 MARKER = "__debezium_unavailable_value"
 _OPS = {"insert": "c", "update": "u", "delete": "d", "snapshot": "r"}

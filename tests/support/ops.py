@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.events import SourcePosition
-from bridge.operations import Operation, operation_id
+from task_bridge.events import SourcePosition
+from task_bridge.operations import Operation, operation_id
 
 
 def make_op(

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import load_config
-from bridge.errors import ConfigError
-from bridge.events import UNCHANGED
-from bridge.sources.connect import column_types, declared_type
-from bridge.sources.debezium import MARKER, PoisonMessage, decode_debezium, decode_plain_json
+from task_bridge.config import load_config
+from task_bridge.errors import ConfigError
+from task_bridge.events import UNCHANGED
+from task_bridge.sources.connect import column_types, declared_type
+from task_bridge.sources.debezium import MARKER, PoisonMessage, decode_debezium, decode_plain_json
 from tests.unit.test_debezium import REF, TOPIC, enc, key_doc, value_doc
 
 

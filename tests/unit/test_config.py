@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_config
-from bridge.durations import parse_duration, parse_rate
-from bridge.errors import ConfigError
+from task_bridge.config import load_config
+from task_bridge.durations import parse_duration, parse_rate
+from task_bridge.errors import ConfigError
 
 BASE = """source:
   postgres:

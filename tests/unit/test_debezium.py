@@ -15,9 +15,9 @@ from uuid import UUID
 
 import pytest
 
-from bridge.errors import ConfigError, SourceError
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from bridge.sources.debezium import (
+from task_bridge.errors import ConfigError, SourceError
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.sources.debezium import (
     MARKER,
     JsonMapping,
     PoisonMessage,
@@ -25,7 +25,7 @@ from bridge.sources.debezium import (
     decode_debezium_json,
     decode_plain_json,
 )
-from bridge.sources.postgres.pgoutput import LoaderCache
+from task_bridge.sources.postgres.pgoutput import LoaderCache
 
 TOPIC = "dbserver1.public.orders"
 COMMIT = datetime(2026, 1, 1, 10, 4, 5, 123456, tzinfo=UTC)

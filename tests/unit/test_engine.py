@@ -10,11 +10,11 @@ from uuid import UUID
 
 import pytest
 
-from bridge.errors import RuleError
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from bridge.rules.engine import RuleEngine
-from bridge.rules.loader import RuleSet, load_rules
-from bridge.yamlsrc import load_yaml_text
+from task_bridge.errors import RuleError
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.rules.engine import RuleEngine
+from task_bridge.rules.loader import RuleSet, load_rules
+from task_bridge.yamlsrc import load_yaml_text
 
 
 class _Target:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import pickle
 
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition, format_lsn, parse_lsn
-from bridge.operations import operation_id
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition, format_lsn, parse_lsn
+from task_bridge.operations import operation_id
 
 
 def test_lsn_text_round_trip() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from task_bridge.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConfigError, OutboxError
-from bridge.outbox import SqliteOutbox, open_outbox, sqlite_path
-from bridge.outbox.base import OpResult
+from task_bridge.errors import ConfigError, OutboxError
+from task_bridge.outbox import SqliteOutbox, open_outbox, sqlite_path
+from task_bridge.outbox.base import OpResult
 from tests.support.ops import make_op
 
 SOURCE = "postgres:slot"

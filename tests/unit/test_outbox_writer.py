@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from bridge.errors import OutboxUnavailable
-from bridge.operations import Operation
-from bridge.outbox import SqliteOutbox
-from bridge.outbox.writer import OutboxWriter
+from task_bridge.errors import OutboxUnavailable
+from task_bridge.operations import Operation
+from task_bridge.outbox import SqliteOutbox
+from task_bridge.outbox.writer import OutboxWriter
 from tests.support.ops import make_op
 
 SOURCE = "postgres:slot"

@@ -10,10 +10,10 @@ from uuid import UUID
 
 import pytest
 
-from bridge.errors import SourceError
-from bridge.events import UNCHANGED, ChangeEvent
-from bridge.sources.base import Commit
-from bridge.sources.postgres.pgoutput import PgOutputDecoder
+from task_bridge.errors import SourceError
+from task_bridge.events import UNCHANGED, ChangeEvent
+from task_bridge.sources.base import Commit
+from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 
 BOOL, INT4, INT8, TEXT, NUMERIC, DATE = 16, 23, 20, 25, 1700, 1082
 TIMESTAMPTZ, JSONB, UUID_OID, INT4_ARRAY, TEXT_ARRAY = 1184, 3802, 2950, 1007, 1009

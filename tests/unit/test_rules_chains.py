@@ -9,11 +9,11 @@ from uuid import UUID
 
 import pytest
 
-from bridge.errors import TemplateError
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from bridge.operations import StepResult
-from bridge.rules import RuleEngine
-from bridge.rules.chains import ChainRenderer, decode_event, encode_event, is_deferred
+from task_bridge.errors import TemplateError
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.operations import StepResult
+from task_bridge.rules import RuleEngine
+from task_bridge.rules.chains import ChainRenderer, decode_event, encode_event, is_deferred
 from tests.unit.test_rules_loader import _load_dir, _problems
 
 CHAIN = """\

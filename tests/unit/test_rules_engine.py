@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from bridge.operations import operation_id
-from bridge.rules import RuleEngine, load_rules
-from bridge.yamlsrc import load_yaml_text
+from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.operations import operation_id
+from task_bridge.rules import RuleEngine, load_rules
+from task_bridge.yamlsrc import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

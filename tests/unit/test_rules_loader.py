@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.errors import RuleError
-from bridge.rules import RuleSet, load_rules
-from bridge.yamlsrc import load_yaml_text
+from task_bridge.errors import RuleError
+from task_bridge.rules import RuleSet, load_rules
+from task_bridge.yamlsrc import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bridge.targets.fragment import (
+from task_bridge.targets.fragment import (
     DEFAULT_BASE_URL,
     FragmentConfig,
     FragmentTarget,

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
-from bridge.fakes.fragment import FakeFragment
-from bridge.targets.http import (
+from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from task_bridge.fakes.fragment import FakeFragment
+from task_bridge.targets.http import (
     BODY_EXCERPT_CHARS,
     TargetConfigBase,
     check_response,

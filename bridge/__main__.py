@@ -1,7 +1,0 @@
-"""`python -m bridge`."""
-
-import sys
-
-from bridge.cli import main
-
-sys.exit(main())

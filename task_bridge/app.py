@@ -1,0 +1,303 @@
+"""Composition root: config -> source, rules, outbox, targets, ingest, delivery. No globals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import threading
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from task_bridge.config import BridgeConfig, LoadedConfig
+from task_bridge.delivery import Delivery
+from task_bridge.errors import BridgeError, OutboxUnavailable, SourceUnavailable
+from task_bridge.ingest import Ingest
+from task_bridge.observability import Metrics, MetricsServer, log
+from task_bridge.outbox import open_outbox
+from task_bridge.outbox.base import Outbox
+from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.rules.engine import RuleEngine
+from task_bridge.rules.loader import RuleSet, load_rules
+from task_bridge.sources.base import Source
+from task_bridge.sources.postgres.lag import slot_lag_bytes
+from task_bridge.sources.postgres.source import PostgresSource
+from task_bridge.sources.task_api import SCHEMA as TASK_API_SCHEMA
+from task_bridge.sources.task_api import HumanLambdasSource
+from task_bridge.targets import build_target
+from task_bridge.targets.base import MemoryStore, Target, TargetStore
+from task_bridge.targets.humanlambdas import HumanLambdasConfig
+
+HOUSEKEEPING_INTERVAL_S = 30.0
+GC_THRESHOLDS = (10_000, 10, 10)  # gen0 700 -> 10k; 50k was as fast but kept ~30 MB more garbage
+RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
+EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def build_targets(
+    config: BridgeConfig,
+    client: httpx.AsyncClient,
+    store: TargetStore | None = None,
+    logger: logging.Logger | None = None,
+) -> dict[str, Target]:
+    """Every configured target; `store` is the outbox when delivering (else in memory)."""
+    store = store if store is not None else MemoryStore()
+    logger = logger or logging.getLogger("task_bridge")
+    return {
+        name: build_target(name, cfg, client, store, logger) for name, cfg in config.targets.items()
+    }
+
+
+def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet:
+    return load_rules(
+        loaded.config.rules,
+        base_dir=loaded.base_dir,
+        config_file=str(loaded.path),
+        config_doc=loaded.doc,
+        targets=targets,
+    )
+
+
+def tune_gc() -> None:
+    """Fewer garbage-collector passes. Ingest makes a score of short-lived objects per change;
+    with Python's default threshold (700 allocations) the collector ran every few dozen
+    changes and walked the batches in flight each time (`make bench`: ingest about 10% faster
+    with this). `gc.freeze()` leaves the objects made at startup (modules, compiled rules)
+    out of every pass. Reference cycles are still collected, only in bigger steps."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def open_configured_outbox(
+    loaded: LoadedConfig, write_lock: threading.Lock | None = None
+) -> Outbox:
+    return open_outbox(loaded.config.outbox.url.get_secret_value(), loaded.base_dir, write_lock)
+
+
+def make_client(config: BridgeConfig) -> httpx.AsyncClient:
+    n = config.delivery.concurrency
+    return httpx.AsyncClient(
+        timeout=config.delivery.timeout,
+        limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+    )
+
+
+@dataclass
+class _Shared:
+    """State the ingest thread and the event loop share."""
+
+    stop_thread: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class App:
+    def __init__(self, loaded: LoadedConfig, logger: logging.Logger) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.log = logger
+        self.metrics = Metrics()
+        self.outbox_lock = threading.Lock()  # ingest and delivery queue their writes on it
+
+    def run(self, metrics_port: int | None = None) -> int:
+        return asyncio.run(self._main(metrics_port))
+
+    async def _main(self, metrics_port: int | None) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        shared = _Shared()
+
+        def request_stop(signame: str) -> None:
+            if not stop.is_set():
+                log(self.log, logging.INFO, "shutdown.requested", signal=signame)
+            shared.stop_thread.set()
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop, sig.name)
+
+        client = make_client(self.config)
+        outbox = open_configured_outbox(self.loaded, self.outbox_lock)
+        server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
+        try:
+            targets = build_targets(self.config, client, outbox, self.log)
+            engine = RuleEngine(load_ruleset(self.loaded, targets))
+            reset = outbox.reset_inflight()
+            if reset:
+                log(self.log, logging.INFO, "outbox.recovered", inflight_reset=reset)
+            retry = self.config.delivery.retry
+            delivery = Delivery(
+                outbox,
+                targets,
+                RetryPolicy(
+                    retry.max_attempts, retry.initial_backoff, retry.max_backoff, retry.max_age
+                ),
+                concurrency=self.config.delivery.concurrency,
+                rate_limits={
+                    n: t.rate_limit for n, t in self.config.targets.items() if t.rate_limit
+                },
+                logger=self.log,
+                metrics=self.metrics,
+                shutdown_grace=self.config.delivery.shutdown_grace,
+            )
+            tune_gc()  # after startup's objects exist: they are frozen
+            threads = [
+                threading.Thread(
+                    target=self._ingest_thread,
+                    name=f"ingest-{source.name}",
+                    args=(
+                        source,
+                        engine,
+                        delivery,
+                        shared,
+                        lambda: loop.call_soon_threadsafe(stop.set),
+                    ),
+                )
+                for source in self._sources(engine)
+            ]
+            if server is not None:
+                server.start()
+                log(self.log, logging.INFO, "metrics.listening", port=server.port)
+            for thread in threads:
+                thread.start()
+            self.metrics.ready = True
+            chores = [
+                asyncio.create_task(self._guard(self._housekeeping(outbox, stop), shared, stop)),
+                asyncio.create_task(
+                    self._guard(self._reclaim(outbox, delivery, stop), shared, stop)
+                ),
+            ]
+            try:
+                await self._guard(delivery.run(stop), shared, stop)
+            finally:
+                shared.stop_thread.set()
+                for thread in threads:
+                    await asyncio.to_thread(thread.join)
+                for chore in chores:
+                    chore.cancel()
+        finally:
+            self.metrics.ready = False
+            await client.aclose()
+            outbox.close()
+            if server is not None:
+                server.stop()
+        return self._exit_code(shared.error)
+
+    async def _guard(
+        self, work: Coroutine[Any, Any, None], shared: _Shared, stop: asyncio.Event
+    ) -> None:
+        """Run `work` on the loop; if it fails (e.g. the outbox connection is lost), the bridge
+        stops with that error as its exit reason (the first one wins)."""
+        try:
+            await work
+        except Exception as exc:
+            if not isinstance(exc, BridgeError):
+                self.log.exception("loop.crashed")
+            if shared.error is None:
+                shared.error = exc
+            shared.stop_thread.set()
+            stop.set()
+
+    def _exit_code(self, error: BaseException | None) -> int:
+        if error is None:
+            log(self.log, logging.INFO, "shutdown", exit_code=EXIT_OK)
+            return EXIT_OK
+        code = (
+            EXIT_UNAVAILABLE
+            if isinstance(error, SourceUnavailable | OutboxUnavailable)
+            else (EXIT_INVALID if isinstance(error, BridgeError) else EXIT_INTERNAL)
+        )
+        log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
+        return code
+
+    def _sources(self, engine: RuleEngine) -> list[Source]:
+        """The change source, plus one poller per Human Lambdas queue whose completed tasks
+        are events."""
+        pg, kafka = self.config.source.postgres, self.config.source.kafka
+        sources: list[Source] = []
+        if pg is not None:
+            sources.append(
+                PostgresSource(
+                    pg.dsn.get_secret_value(),
+                    pg.slot,
+                    pg.publication,
+                    [t for t in engine.ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")],
+                    status_interval=pg.status_interval,
+                    logger=self.log,
+                )
+            )
+        if kafka is not None:
+            from task_bridge.sources.kafka import KafkaSource  # kafka-python is heavy to import
+
+            sources.append(KafkaSource(kafka, self.log))
+        for name, cfg in self.config.targets.items():
+            if isinstance(cfg, HumanLambdasConfig):
+                sources += [HumanLambdasSource(name, cfg, q) for q in cfg.polled_queues()]
+        return sources
+
+    def _ingest_thread(
+        self,
+        source: Source,
+        engine: RuleEngine,
+        delivery: Delivery,
+        shared: _Shared,
+        stop_loop: Any,
+    ) -> None:
+        outbox = open_configured_outbox(self.loaded, self.outbox_lock)
+        ingest = Ingest(
+            source, engine, outbox, logger=self.log, metrics=self.metrics, on_enqueued=delivery.wake
+        )
+        try:
+            ingest.run(shared.stop_thread)
+        except BaseException as exc:
+            shared.error = exc
+            if not isinstance(exc, BridgeError):
+                self.log.exception("ingest.crashed", extra={"ctx": {"source": source.name}})
+        finally:
+            outbox.close()
+            stop_loop()
+
+    async def _reclaim(self, outbox: Outbox, delivery: Delivery, stop: asyncio.Event) -> None:
+        """Take over the inflight ops of bridges that died while sharing this outbox."""
+        while not stop.is_set():
+            reclaimed = outbox.reclaim_orphans()
+            if reclaimed:
+                log(self.log, logging.INFO, "outbox.reclaimed", inflight_of_dead_bridges=reclaimed)
+                delivery.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECLAIM_INTERVAL_S)
+
+    async def _housekeeping(self, outbox: Outbox, stop: asyncio.Event) -> None:
+        """Outbox gauges, retention purge and slot lag, every few seconds."""
+        pg = self.config.source.postgres
+        while not stop.is_set():
+            counts = outbox.counts()
+            for status, n in counts.items():
+                self.metrics.outbox.labels(status).set(n)
+            purged = outbox.purge(["delivered"], time.time() - self.config.outbox.retention)
+            if purged:
+                log(self.log, logging.INFO, "outbox.purged", ops=purged)
+            if pg is not None:
+                try:
+                    lag = await asyncio.to_thread(
+                        slot_lag_bytes, pg.dsn.get_secret_value(), pg.slot
+                    )
+                except SourceUnavailable:
+                    lag = None
+                if lag is not None:
+                    level = logging.WARNING if lag > pg.lag_warn_bytes else logging.DEBUG
+                    log(
+                        self.log,
+                        level,
+                        "slot.lag",
+                        slot=pg.slot,
+                        lag_bytes=lag,
+                        threshold_bytes=pg.lag_warn_bytes,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL_S)

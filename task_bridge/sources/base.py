@@ -1,0 +1,65 @@
+"""The source protocol: a pull stream of change events and durable-position markers.
+
+`read()` returns items in source order:
+
+- `ChangeEvent`: one row change.
+- `Commit(position)`: everything before this item belongs to a finished unit (a Postgres
+  transaction, a Kafka poll batch); `position` is the checkpoint to store once the operations
+  of all earlier events are durable in the outbox.
+- `Poison(position, reason, raw)`: an undecodable record; stored as a dead entry.
+- `Idle(position)`: the source has nothing in flight; once earlier work is durable, `position`
+  may be acknowledged too (G9: confirms keepalive positions so a quiet slot holds no WAL).
+
+The caller stores the checkpoint with the operations in one outbox transaction, then calls
+`ack(position)`. Required: all members. A source raises `SourceUnavailable` when the connection
+drops; the caller closes it and opens it again from the stored checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from task_bridge.events import ChangeEvent, SourcePosition
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    position: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A record the source cannot decode: it becomes one dead outbox entry, and reading
+    goes on. `raw` is kept (bounded) for the operator."""
+
+    position: SourcePosition
+    reason: str
+    raw: dict[str, Any]
+
+
+SourceItem = ChangeEvent | Commit | Idle | Poison
+
+
+class Source(Protocol):
+    name: str
+    """Checkpoint key in the outbox, e.g. `postgres:task_bridge`."""
+
+    def open(self, checkpoint: str | None) -> None:
+        """Connect (creating slot/publication etc. when missing) and start from `checkpoint`."""
+        ...
+
+    def read(self, max_items: int, timeout: float) -> list[SourceItem]:
+        """Up to `max_items` items; waits at most `timeout` seconds when none are ready."""
+        ...
+
+    def ack(self, position: str) -> None:
+        """Everything up to `position` is durable downstream."""
+        ...
+
+    def close(self) -> None: ...

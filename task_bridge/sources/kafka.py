@@ -1,0 +1,237 @@
+"""Kafka as a change source: Debezium envelopes (or plain JSON rows), consumer-group scale-out.
+
+The position is a JSON map `{"topic:partition": next_offset}` covering every partition this
+outbox has consumed; it is stored with the operations in one outbox transaction (G1/G2), like
+the Postgres LSN. On assignment each partition resumes at the later of the stored offset and
+the group's committed one (records below it are skipped). Re-reading is harmless (operation
+ids hash topic, partition and offset, so this outbox ignores what it already holds); skipping
+is not possible. After each
+outbox commit the offsets are also committed to Kafka, best effort, so lag tools see progress.
+
+Several bridges in one group split the partitions; each has its own outbox. When a bridge dies
+its partitions move to the others, which resume from the group's committed offsets: a record
+whose operations the dead bridge had stored but not yet committed to Kafka is stored again by
+the new owner, so a task may see the same operation twice (delivery is idempotent for
+Fragment upserts; at-least-once in general). The poll happens in `read()` on the ingest
+thread, so a rebalance can only happen between batches: the batch in hand is always whole.
+Records that cannot be decoded become dead entries (`Poison`) and reading goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from task_bridge.config import KafkaSourceConfig
+from task_bridge.errors import SourceUnavailable
+from task_bridge.events import ChangeEvent, SourcePosition
+from task_bridge.observability import log
+from task_bridge.sources.base import Commit, Poison, SourceItem
+from task_bridge.sources.connect import column_types
+from task_bridge.sources.debezium import (
+    JsonMapping,
+    PoisonMessage,
+    decode_debezium,
+    decode_plain_json,
+)
+
+RAW_MAX_BYTES = 64 * 1024
+# Fast group joins: the defaults take ~20 s per rebalance
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 1_000,
+    "auto_offset_reset": "earliest",
+    "enable_auto_commit": False,
+}
+
+
+class KafkaSource:
+    def __init__(self, config: KafkaSourceConfig, logger: logging.Logger) -> None:
+        self.config = config
+        self.log = logger
+        self.name = f"kafka:{config.group_id}"
+        self._offsets: dict[str, int] = {}
+        self._consumer: KafkaConsumer | None = None
+        self._newly_assigned: set[TopicPartition] = set()
+        self._floor: dict[TopicPartition, int] = {}
+        self._mapping = (
+            JsonMapping.from_mapping(config.json_mapping) if config.json_mapping else None
+        )
+        self._types = column_types(config.column_types)
+
+    # -- Source --------------------------------------------------------------------------------
+
+    def open(self, checkpoint: str | None) -> None:
+        self._offsets = {str(k): int(v) for k, v in json.loads(checkpoint or "{}").items()}
+        options = {**CONSUMER_DEFAULTS, **self.config.client}
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.config.bootstrap_servers,
+                group_id=self.config.group_id,
+                max_poll_records=self.config.max_poll_records,
+                **options,
+            )
+        except KafkaError as exc:  # e.g. no broker answers at bootstrap_servers
+            raise SourceUnavailable(
+                f"kafka at {self.config.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        listener = _Listener(self)
+        if self.config.topic_pattern:
+            consumer.subscribe(pattern=self.config.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=self.config.topics, listener=listener)
+        self._consumer = consumer
+
+    def read(self, max_items: int, timeout: float) -> list[SourceItem]:
+        assert self._consumer is not None, "open() first"
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=int(timeout * 1000), max_records=max(1, max_items)
+            )
+        except KafkaError as exc:
+            raise SourceUnavailable(f"kafka: {type(exc).__name__}: {exc}") from exc
+        if self._newly_assigned:
+            self._settle_assignments()
+        if not batches:
+            return []
+        items: list[SourceItem] = []
+        for tp, records in batches.items():
+            floor = self._floor.get(tp, 0)
+            for record in records:
+                if record.offset < floor:
+                    continue  # this outbox already holds it (stored ahead of Kafka's commit)
+                item = self._decode(record)
+                if item is not None:
+                    items.append(item)
+                self._offsets[f"{tp.topic}:{tp.partition}"] = record.offset + 1
+        # Only the partitions this consumer holds: the outbox merges partition checkpoints, so
+        # bridges sharing one outbox never write back stale offsets of each other's partitions.
+        held = {f"{tp.topic}:{tp.partition}" for tp in self._consumer.assignment()}
+        held |= {f"{tp.topic}:{tp.partition}" for tp in batches}
+        offsets = {key: offset for key, offset in self._offsets.items() if key in held}
+        items.append(Commit(json.dumps(offsets, sort_keys=True)))
+        return items
+
+    def ack(self, position: str) -> None:
+        """Commit the stored offsets of the partitions this consumer owns to Kafka."""
+        if self._consumer is None:
+            return
+        offsets = json.loads(position)
+        owned = {
+            tp: OffsetAndMetadata(offsets[f"{tp.topic}:{tp.partition}"], "", -1)
+            for tp in self._consumer.assignment()
+            if f"{tp.topic}:{tp.partition}" in offsets
+        }
+        if not owned:
+            return
+        # Asynchronous: a commit during a rebalance would block reading for up to the request
+        # timeout. The outbox holds the truth; Kafka's copy is for lag tools and new owners.
+        self._consumer.commit_async(owned, callback=self._committed)
+
+    def _committed(self, offsets: Any, error: Any) -> None:
+        if isinstance(error, BaseException):
+            log(self.log, logging.DEBUG, "kafka.commit_failed", error=str(error))
+
+    def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close(autocommit=False)
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _skipped_topic(self, topic: str) -> bool:
+        return topic.startswith(self.config.heartbeat_topic_prefix) or topic.endswith(
+            ".transaction"
+        )
+
+    def _decode(self, record: Any) -> ChangeEvent | Poison | None:
+        topic, partition, offset = record.topic, record.partition, record.offset
+        if self._skipped_topic(topic):
+            return None
+        try:
+            if self.config.format == "json":
+                assert self._mapping is not None
+                return decode_plain_json(
+                    record.value,
+                    self._mapping,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    column_types=self._types,
+                )
+            return decode_debezium(
+                record.key,
+                record.value,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                column_types=self._types,
+            )
+        except PoisonMessage as exc:
+            return Poison(
+                SourcePosition(kind="kafka", topic=topic, partition=partition, offset=offset),
+                exc.reason,
+                {
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "key_b64": _b64(record.key),
+                    "value_b64": _b64(record.value),
+                },
+            )
+
+    def _settle_assignments(self) -> None:
+        """For partitions assigned in the last poll: resume at the later of the outbox's and
+        the group's committed offset. (Not in the rebalance callback: kafka-python runs it on
+        its IO thread, where blocking calls such as `committed()` are not allowed.)"""
+        assert self._consumer is not None
+        partitions, self._newly_assigned = self._newly_assigned, set()
+        for tp in partitions:
+            stored = self._offsets.get(f"{tp.topic}:{tp.partition}")
+            try:
+                committed = self._consumer.committed(tp)
+            except KafkaError:
+                committed = None
+            known = [o for o in (stored, committed) if o is not None]
+            if not known:
+                continue
+            self._floor[tp] = max(known)
+            if tp in self._consumer.assignment() and self._consumer.position(tp) < max(known):
+                self._consumer.seek(tp, max(known))
+        log(
+            self.log,
+            logging.INFO,
+            "kafka.assigned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in partitions),
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.source._floor.pop(tp, None)
+        log(
+            self.source.log,
+            logging.INFO,
+            "kafka.revoked",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
+        )
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.source._newly_assigned |= set(assigned)  # settled by read(), off the IO thread
+
+
+def _b64(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    return base64.b64encode(data[:RAW_MAX_BYTES]).decode()
