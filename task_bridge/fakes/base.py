@@ -199,13 +199,19 @@ class FakeApi:
             arrived,
             response,
             dropped=fault is not None and (fault.drop_after_apply or fault.drop_before_apply),
+            delayed_ms=fault.latency_ms if fault is not None else 0,
         )
         if fault is not None and fault.drop_after_apply:
             return None
         return response
 
     def _record(
-        self, request: Request, arrived: float, response: Response | None, dropped: bool
+        self,
+        request: Request,
+        arrived: float,
+        response: Response | None,
+        dropped: bool,
+        delayed_ms: float = 0,
     ) -> None:
         with self.lock:
             self._ledger.append(
@@ -220,6 +226,7 @@ class FakeApi:
                     "status": response.status if response and not dropped else None,
                     "applied": bool(response and response.applied),
                     "dropped": dropped,
+                    "delayed_ms": delayed_ms,
                 }
             )
 
@@ -295,6 +302,9 @@ def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServ
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:  # the client died mid-send: never apply half a request
+                self.close_connection = True
+                return
             try:
                 body = json.loads(raw) if raw else None
             except json.JSONDecodeError:

@@ -175,7 +175,8 @@ def test_read_returns_nothing_after_its_timeout_on_a_quiet_slot(
     source.open(None)
     started = time.monotonic()
     items = source.read(100, 0.3)
-    assert time.monotonic() - started < 1.5
+    # far below the 10 s status interval a blocking read would wait for, whatever the load
+    assert time.monotonic() - started < 5.0
     assert not changes(items)
 
 

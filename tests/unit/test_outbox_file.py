@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -166,43 +167,60 @@ def test_maintain_checkpoints_the_wal_at_most_once_a_second(tmp_path: Path) -> N
         box.close()
 
 
-def test_maintain_lets_the_wal_start_over_while_another_connection_writes(
+class _ObservedLock:
+    """The outboxes' shared write lock, telling the test when someone waits to take it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_maintain_lets_the_wal_start_over_after_a_commit_during_its_checkpoint(
     tmp_path: Path,
 ) -> None:
     """SQLite rewinds the WAL only when a write begins with every frame copied. Delivery
-    commits all the time; the ingest writer's upkeep must still get the WAL rewound, or it
-    grows to the autocheckpoint backstop (~200 MB) and the commit that rewinds it truncates it
-    while holding the write lock."""
-    path = str(tmp_path / "outbox.db")
-    lock = threading.Lock()
-    rounds = 300
-    ingest = SqliteOutbox(path, write_lock=lock, checkpoint_interval=0.0)
-    delivery = SqliteOutbox(path, write_lock=lock)
-    stop = threading.Event()
-
-    def deliver() -> None:  # a write transaction after another, as delivery's claims are
-        while not stop.is_set():
-            delivery.set_state("beat", str(time.monotonic()))
-
-    writer = threading.Thread(target=deliver)
-    writer.start()
+    commits all the time, also while the ingest writer's checkpoint copies frames; upkeep must
+    still get the WAL rewound, or it grows to the autocheckpoint backstop (~200 MB) and the
+    commit that rewinds it truncates it while holding the write lock. Each round, another
+    connection commits while `maintain()` is between its copy off the lock and its wait for
+    the lock (the order forced by holding the lock); the next write must still start over."""
+    path = tmp_path / "outbox.db"
+    lock = _ObservedLock()
+    rounds = 20
+    ingest = SqliteOutbox(str(path), write_lock=lock, checkpoint_interval=0.0)  # type: ignore[arg-type]
+    delivery = SqliteOutbox(str(path), write_lock=lock)  # type: ignore[arg-type]
+    other = sqlite3.connect(path, isolation_level=None, timeout=30)  # delivery's commit, raw
     try:
         for n in range(rounds):
             ingest.put([make_op(n * 10 + k, f"u{n}-{k}") for k in range(10)], SOURCE, None, 1.0)
-            ingest.maintain()
-        stop.set()
-        writer.join()
+            lock.waiting.clear()
+            with lock.lock:  # maintain() copies off the lock, then waits here
+                upkeep = threading.Thread(target=ingest.maintain)
+                upkeep.start()
+                assert lock.waiting.wait(30), "maintain() takes the write lock"
+                other.execute(
+                    "INSERT INTO state (key, value) VALUES ('beat', ?) ON CONFLICT"
+                    " (key) DO UPDATE SET value = excluded.value",
+                    (str(n),),
+                )
+            upkeep.join(30)
+            delivery.set_state("beat", "next write")
         with (tmp_path / "outbox.db-wal").open("rb") as wal:
             header = wal.read(32)
     finally:
-        stop.set()
-        writer.join()
+        other.close()
         ingest.close()
         delivery.close()
-    # the WAL header counts the times the WAL started over (checkpoint sequence number);
-    # 0 in this test before maintain() made sure of it, about one per round since
+    # the WAL header counts the times the WAL started over (checkpoint sequence number)
     started_over = int.from_bytes(header[12:16], "big")
-    assert started_over >= rounds // 2, f"the WAL started over {started_over} times"
+    assert started_over >= rounds, f"the WAL started over {started_over} times in {rounds} rounds"
 
 
 def test_a_batch_bigger_than_sqlite_takes_in_one_string_is_stored_whole() -> None:
