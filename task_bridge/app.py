@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import threading
@@ -12,6 +13,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,6 +25,7 @@ from task_bridge.observability import Metrics, MetricsServer, log
 from task_bridge.outbox import open_outbox
 from task_bridge.outbox.base import Outbox
 from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.redaction import Redactor, secret_values
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet, load_rules
 from task_bridge.sources.base import Source
@@ -62,6 +65,15 @@ def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet
         config_doc=loaded.doc,
         targets=targets,
     )
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def tune_gc() -> None:
@@ -144,7 +156,9 @@ class App:
                 logger=self.log,
                 metrics=self.metrics,
                 shutdown_grace=self.config.delivery.shutdown_grace,
+                redact=Redactor(self.loaded.secrets()),
             )
+            self._warn_plain_http()
             tune_gc()  # after startup's objects exist: they are frozen
             threads = [
                 threading.Thread(
@@ -187,6 +201,21 @@ class App:
             if server is not None:
                 server.stop()
         return self._exit_code(shared.error)
+
+    def _warn_plain_http(self) -> None:
+        """Credentials sent over plain HTTP to another host can be read on the way."""
+        for name, target in self.config.targets.items():
+            url = urlsplit(target.base_url)
+            if url.scheme == "http" and not _loopback(url.hostname) and any(secret_values(target)):
+                log(
+                    self.log,
+                    logging.WARNING,
+                    "target.insecure",
+                    target=name,
+                    base_url=target.base_url,
+                    reason="credentials are sent over plain HTTP to a non-loopback host;"
+                    " use https://",
+                )
 
     async def _guard(
         self, work: Coroutine[Any, Any, None], shared: _Shared, stop: asyncio.Event

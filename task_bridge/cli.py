@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from task_bridge.app import (
     EXIT_INTERNAL,
@@ -38,6 +39,7 @@ from task_bridge.events import ChangeEvent, SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import setup_logging
 from task_bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
+from task_bridge.redaction import Redactor
 from task_bridge.rules.chains import DEFERRED, is_deferred
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet
@@ -129,10 +131,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
+    """The config; from here on, everything printed has its secrets masked (stored rows that
+    predate redaction at rest included)."""
     path: Path = args.config
     if not path.exists():
         raise ConfigError(f"{path}: config file not found (use -c PATH)")
-    return load_config(path)
+    loaded = load_config(path)
+    redact = Redactor(loaded.secrets())
+    if redact.secrets:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, RedactingStream):
+                setattr(sys, name, RedactingStream(stream, redact))
+    return loaded
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that masks the config's secrets in what is written to it."""
+
+    def __init__(self, inner: TextIO, redact: Redactor) -> None:
+        self.inner = inner
+        self.redact = redact
+
+    def write(self, text: str) -> int:
+        self.inner.write(self.redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
 
 
 def _ruleset(loaded: LoadedConfig) -> RuleSet:

@@ -25,6 +25,7 @@ from pydantic import (
 
 from task_bridge.durations import Duration
 from task_bridge.errors import ConfigError
+from task_bridge.redaction import secret_values
 from task_bridge.sources.connect import declared_type
 from task_bridge.targets import TARGET_CONFIGS, TARGET_KINDS, TargetConfig
 from task_bridge.yamlsrc import (
@@ -149,24 +150,11 @@ class LoadedConfig:
         return self.path.parent
 
     def secrets(self) -> list[str]:
-        """Every secret value in the config, for log redaction."""
-        out: list[str] = []
-        pg = self.config.source.postgres
-        if pg is not None:
-            out.extend(_dsn_password(pg.dsn.get_secret_value()))
-        for target in self.config.targets.values():
-            for value in target.__dict__.values():
-                if isinstance(value, SecretStr) and value.get_secret_value():
-                    out.append(value.get_secret_value())
-        return out
+        """Every secret value anywhere in the config (`redaction.secret_values`)."""
+        return sorted(set(secret_values(self.config)))
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _dsn_password(dsn: str) -> list[str]:
-    m = re.search(r"password=(\S+)", dsn) or re.search(r"://[^:/@]+:([^@]+)@", dsn)
-    return [m.group(1)] if m else []
 
 
 def expand_env(data: Any, doc: YamlDoc, env: Mapping[str, str], path: KeyPath = ()) -> Any:

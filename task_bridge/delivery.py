@@ -43,6 +43,7 @@ from task_bridge.observability import Metrics, log
 from task_bridge.outbox.base import OpResult, Outbox, StoredOp
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outcomes import Outcomes, op_context
+from task_bridge.redaction import Redactor
 from task_bridge.rules.chains import ChainRenderer, is_deferred
 from task_bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 
@@ -68,7 +69,9 @@ class Delivery:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         chains: ChainRenderer | None = None,
+        redact: Redactor | None = None,
     ) -> None:
+        """`redact`: the config's secrets, masked in everything stored (errors, responses)."""
         self.outbox = outbox
         self.targets = targets
         self.concurrency = concurrency
@@ -90,7 +93,9 @@ class Delivery:
         self._results_since = 0.0  # monotonic time of the oldest uncommitted result
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.outcomes = Outcomes(policy, metrics, logger, clock, rng or random.Random())
+        self.outcomes = Outcomes(
+            policy, metrics, logger, clock, rng or random.Random(), redact or Redactor()
+        )
         self._stats_t = time.monotonic()
 
     def wake(self) -> None:

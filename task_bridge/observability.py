@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from task_bridge.redaction import Redactor
+
 LOGGER_NAME = "task_bridge"
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
     "message",
@@ -26,17 +28,6 @@ def log(logger: logging.Logger, level: int, event: str, **ctx: Any) -> None:
     """Log one lifecycle event with context fields (`rule`, `uid`, `op_id`, ...)."""
     if logger.isEnabledFor(level):
         logger.log(level, event, extra={"ctx": ctx})
-
-
-class _Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,8 +64,8 @@ class TextFormatter(logging.Formatter):
 def setup_logging(
     fmt: str = "json", level: str = "info", secrets: Iterable[str] = ()
 ) -> logging.Logger:
-    """Configure the `bridge` logger (called by the CLI only, never at import)."""
-    redact = _Redactor(secrets)
+    """Configure the `task_bridge` logger (called by the CLI only, never at import)."""
+    redact = Redactor(secrets)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
     logger = logging.getLogger(LOGGER_NAME)

@@ -12,6 +12,7 @@ from task_bridge.errors import RetryAfter, TransientDeliveryError
 from task_bridge.observability import Metrics, log
 from task_bridge.outbox.base import OpResult, StoredOp
 from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.redaction import Redactor
 from task_bridge.targets.base import Delivered
 
 
@@ -23,8 +24,12 @@ class Outcomes:
         logger: logging.Logger,
         clock: Callable[[], float],
         rng: random.Random,
+        redact: Redactor,
     ) -> None:
+        """`redact` masks the config's secrets in every error and response stored (an API
+        error reply may echo the request's `Authorization` header)."""
         self.policy = policy
+        self.redact = redact
         self.metrics = metrics
         self.log = logger
         self.clock = clock
@@ -54,13 +59,13 @@ class Outcomes:
             self.clock(),
             http_status=delivered.http_status,
             remote_id=delivered.remote_id,
-            response=delivered.response,
+            response=self.redact.value(delivered.response),
         )
 
     def retry(self, op: StoredOp, attempts: int, exc: TransientDeliveryError) -> OpResult:
         """A transient failure: back off (Retry-After is a floor), or dead when out of budget."""
         now = self.clock()
-        error, http_status = str(exc), exc.http_status
+        error, http_status = self.redact(str(exc)), exc.http_status
         retry_after = exc.seconds if isinstance(exc, RetryAfter) else None
         delay = self.policy.decide(attempts, op.created_at, now, retry_after, self.rng)
         if delay is None:
@@ -91,6 +96,7 @@ class Outcomes:
         )
 
     def dead(self, op: StoredOp, attempts: int, reason: str, http_status: int | None) -> OpResult:
+        reason = self.redact(reason)
         self.metrics.dead.labels(op.target).inc()
         self.stats["dead"] += 1
         log(

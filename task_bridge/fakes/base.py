@@ -55,6 +55,9 @@ class Fault:
     drop_before_apply: bool = False
     times: int | None = None
     body: JsonBody = None
+    echo_headers: bool = False
+    """With `status`: the error body echoes the request's headers, unmasked (as some gateways
+    do), for testing that the bridge keeps credentials out of what it stores."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
@@ -186,7 +189,10 @@ class FakeApi:
             response = None
         elif fault is not None and fault.status is not None and not fault.drop_after_apply:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            response = Response(fault.status, fault.body or {"detail": "injected fault"}, headers)
+            body = fault.body or {"detail": "injected fault"}
+            if fault.echo_headers:
+                body = {"detail": "injected fault", "request_headers": request.headers}
+            response = Response(fault.status, body, headers)
         elif not self.authorized(request):
             response = Response(401, {"detail": "Not authenticated"})
         elif self._over_rate_limit(arrived):

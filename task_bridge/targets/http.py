@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from task_bridge.durations import Duration, Rate
 from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from task_bridge.redaction import Redactor, credential_values
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 BODY_EXCERPT_CHARS = 300
@@ -73,7 +74,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def _excerpt(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
+    """The start of an error body, with the request's credentials masked first (a gateway
+    may echo the request headers; cut first, a token could be left in part)."""
+    text = Redactor(credential_values(response.request.headers))(response.text)
+    text = text.strip().replace("\n", " ")
     return text[:BODY_EXCERPT_CHARS] + ("..." if len(text) > BODY_EXCERPT_CHARS else "")
 
 
