@@ -26,8 +26,10 @@ from task_bridge.outbox import open_outbox
 from task_bridge.outbox.base import Outbox
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.redaction import Redactor, secret_values
+from task_bridge.rules.chains import ChainRenderer
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet, load_rules
+from task_bridge.rules.templates import Templates
 from task_bridge.sources.base import Source
 from task_bridge.sources.postgres.lag import slot_lag_bytes
 from task_bridge.sources.postgres.source import PostgresSource
@@ -64,6 +66,7 @@ def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet
         config_file=str(loaded.path),
         config_doc=loaded.doc,
         targets=targets,
+        budget=loaded.config.limits.budget(),
     )
 
 
@@ -157,6 +160,7 @@ class App:
                 metrics=self.metrics,
                 shutdown_grace=self.config.delivery.shutdown_grace,
                 redact=Redactor(self.loaded.secrets()),
+                chains=ChainRenderer(Templates(self.config.limits.budget())),
             )
             self._warn_plain_http()
             tune_gc()  # after startup's objects exist: they are frozen

@@ -26,6 +26,12 @@ from pydantic import (
 from task_bridge.durations import Duration
 from task_bridge.errors import ConfigError
 from task_bridge.redaction import secret_values
+from task_bridge.rules.budget import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_MAX_STEPS,
+    RenderBudget,
+)
 from task_bridge.sources.connect import declared_type
 from task_bridge.targets import TARGET_CONFIGS, TARGET_KINDS, TargetConfig
 from task_bridge.yamlsrc import (
@@ -131,12 +137,29 @@ class DeliveryConfig(_Model):
     retry: RetryConfig = RetryConfig()
 
 
+class LimitsConfig(_Model):
+    """Bounds on what the rules may cost for one event (G11): past one, that operation is
+    dead-lettered with the reason and everything else goes on."""
+
+    payload_bytes: int = Field(DEFAULT_MAX_CHARS, ge=1024)
+    """Largest rendered payload of one operation (and any one rendered text in it)."""
+    render_steps: int = Field(DEFAULT_MAX_STEPS, ge=100)
+    """Steps (calls, attribute reads, operators, `range` items, output parts) one event's
+    templates may take."""
+    render_time: Duration = DEFAULT_MAX_SECONDS
+    """Time one event's templates may take."""
+
+    def budget(self) -> RenderBudget:
+        return RenderBudget(self.render_steps, self.render_time, self.payload_bytes)
+
+
 class BridgeConfig(_Model):
     source: SourceConfig
     outbox: OutboxConfig = OutboxConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     rules: str | list[dict[str, Any]] = "rules/"
+    limits: LimitsConfig = LimitsConfig()
 
 
 @dataclass(frozen=True)

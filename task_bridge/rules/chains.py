@@ -218,6 +218,7 @@ class ChainRenderer:
         event = decode_event(spec["event"])
         names = {**event.template_context(), "steps": steps_context(spec["steps"], results)}
         ctx = self.templates.context(names)
+        self.templates.budget.start()
         stage = "when"
         try:
             when = spec.get("when")

@@ -15,8 +15,9 @@ from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 
 from task_bridge.events import ChangeEvent
-from task_bridge.jsonenc import PayloadError
+from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.operations import Operation, operation_id
+from task_bridge.rules.budget import RenderBudget
 from task_bridge.rules.chains import chain_key, deferred_payload
 from task_bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
 from task_bridge.rules.templates import NullUidError, UnchangedValueError
@@ -47,6 +48,8 @@ class RuleEngine:
         rules = [r for r in self.rules_for(event.schema, event.table) if event.op in r.ops]
         if not rules:
             return []
+        budget = self.ruleset.templates.budget
+        budget.start()
         ctx = self.ruleset.templates.context(event.template_context(self._skip))
         ops: list[Operation] = []
         for rule in rules:
@@ -59,7 +62,7 @@ class RuleEngine:
                 ops.extend(_failed(event, rule, a, reason, chain) for a in rule.actions)
                 continue
             for action in rule.actions:
-                op = _action(event, rule, action, ctx, chain)
+                op = _action(event, rule, action, ctx, chain, budget)
                 if op is not None:
                     ops.append(op)
         return ops
@@ -71,6 +74,7 @@ def _action(
     action: CompiledAction,
     ctx: Context,
     chain: str | None,
+    budget: RenderBudget,
 ) -> Operation | None:
     uid: str | None = None
     stage = "when"
@@ -88,6 +92,7 @@ def _action(
             )
         else:
             payload = action.task(ctx) if action.task is not None else {}
+            _check_size(payload, budget)
     except Exception as exc:  # the user's template failed on this event: dead-letter the op
         return _failed(event, rule, action, f"{stage}: {describe(exc)}", chain, uid)
     return Operation(
@@ -101,6 +106,17 @@ def _action(
         payload=payload,
         **_chain_fields(action, chain),
     )
+
+
+def _check_size(payload: Any, budget: RenderBudget) -> None:
+    """A payload over `limits.payload_bytes` dead-letters its op here, not in the outbox."""
+    if not payload:
+        return
+    try:
+        size = len(dumps_payload(payload))
+    except PayloadError:
+        return  # stored as an unencodable note by the outbox, with its reason
+    budget.check_size(size, "the payload")
 
 
 def _chain_fields(action: CompiledAction, chain: str | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from task_bridge.errors import RuleError
+from task_bridge.rules.budget import RenderBudget
 from task_bridge.rules.chains import step_problems
 from task_bridge.rules.schema import Action, EventOp, OnError, Rule
 from task_bridge.rules.templates import Renderer, Templates
@@ -249,6 +250,9 @@ def _validation_problems(
         problems.add(entry, loc, _message(loc, err), rule)
 
 
+TOO_DEEP = "a template nested too deeply (or too big) to compile: split it up"
+
+
 @dataclass
 class _Compiler:
     """Compiles one rule's templates, recording syntax errors at the line of their key."""
@@ -269,6 +273,13 @@ class _Compiler:
             self.problems.add(
                 self.entry, path, f"template syntax error: {exc.message}", self.rule, offset
             )
+            return None
+        except (RecursionError, MemoryError):
+            self.problems.add(self.entry, path, TOO_DEEP, self.rule)
+            return None
+        oversized = self.templates.oversized_constant(source)
+        if oversized is not None:
+            self.problems.add(self.entry, path, f"template: {oversized}", self.rule)
             return None
         return renderer
 
@@ -399,14 +410,16 @@ def load_rules(
     config_file: str,
     config_doc: YamlDoc | None,
     targets: Mapping[str, TargetSpec],
+    budget: RenderBudget | None = None,
 ) -> RuleSet:
-    """Load, validate and compile rules; raise RuleError listing every problem.
+    """Load, validate and compile rules; raise RuleError listing every problem. `budget`:
+    the bounds on one event's renders (defaults otherwise).
 
     `spec` is a directory (every *.yaml/*.yml in it, sorted by name), a file (relative to
     `base_dir`), or the inline list from bridge.yaml (lines from `config_doc`, under `rules`).
     """
     problems = _Problems()
-    ruleset = RuleSet()
+    ruleset = RuleSet(templates=Templates(budget))
     seen: dict[str, str] = {}
     for entry in _entries(spec, base_dir, config_file, config_doc, problems):
         if not isinstance(entry.raw, dict):
@@ -429,7 +442,11 @@ def load_rules(
             )
             continue
         seen[model.name] = entry.doc.where(entry.prefix)
-        compiled = _compile_rule(entry, model, ruleset.templates, targets, problems)
+        try:
+            compiled = _compile_rule(entry, model, ruleset.templates, targets, problems)
+        except (RecursionError, MemoryError):  # a check that walks a template's tree
+            problems.add(entry, (), TOO_DEEP, model.name)
+            continue
         if compiled is not None:
             ruleset.rules.append(compiled)
     if problems:

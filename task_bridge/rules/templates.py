@@ -20,11 +20,12 @@ from typing import Any, Final
 
 from jinja2 import StrictUndefined, Undefined, meta, nodes
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from task_bridge.events import UNCHANGED
 from task_bridge.jsonenc import dumps_payload
+from task_bridge.rules.budget import RenderBudget, RenderLimitError
 
 Renderer = Callable[[Context], Any]
 
@@ -135,9 +136,21 @@ def _finalize(value: Any) -> Any:
 
 class RuleEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with event rows read as rows: `after.items` is the column `items` when
-    the row has one (a dict method otherwise), and an `UNCHANGED` value knows its column."""
+    the row has one (a dict method otherwise), and an `UNCHANGED` value knows its column.
+
+    Every call, attribute or item read and operator spends from the render budget, and `*`,
+    `**` and `+` are checked before they run (which also keeps Jinja from folding
+    `'a' * 10**9` at compile time)."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+    budget: RenderBudget
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        self.budget.binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        self.budget.spend()
         if type(obj) is dict:
             try:
                 value = obj[attribute]
@@ -147,12 +160,14 @@ class RuleEnvironment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: str | Any) -> Any:
+        self.budget.spend()
         value = super().getitem(obj, argument)
         return UnchangedColumn(str(argument)) if value is UNCHANGED else value
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """`timedelta(hours=24)` straight away: a plain value type we offer, nothing to
         check (the sandbox's checks cost more than the call on the hot path)."""
+        __self.budget.spend()
         if __obj is timedelta:
             return timedelta(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
@@ -171,16 +186,19 @@ def _finalize_uid(value: Any) -> Any:
     return _finalize(value)
 
 
-def make_environment(finalize: Callable[[Any], Any] = _finalize) -> RuleEnvironment:
+def make_environment(
+    finalize: Callable[[Any], Any] = _finalize, budget: RenderBudget | None = None
+) -> RuleEnvironment:
     env = RuleEnvironment(
         undefined=StrictUndefined, autoescape=False, finalize=finalize, keep_trailing_newline=True
     )
+    env.budget = budget if budget is not None else RenderBudget()
     for name in _NON_DETERMINISTIC_FILTERS:
         env.filters.pop(name, None)
     env.filters.update(uuid5=_uuid5, tojson=_tojson, isoformat=_isoformat)
     env.tests["unchanged"] = is_unchanged
     env.globals.clear()  # drops lipsum (random), cycler, joiner, namespace
-    env.globals.update(timedelta=timedelta, UNCHANGED=UNCHANGED, range=safe_range, dict=dict)
+    env.globals.update(timedelta=timedelta, UNCHANGED=UNCHANGED, range=env.budget.range, dict=dict)
     return env
 
 
@@ -298,6 +316,26 @@ def lone_expression(source: str) -> str | None:
     return None if any(m in expr for m in _INNER_MARKUP) else expr
 
 
+_BINOPS: Final = {"*": lambda a, b: a * b, "**": lambda a, b: a**b, "+": lambda a, b: a + b}
+
+
+def _constant(node: nodes.Node, budget: RenderBudget) -> Any:
+    """The value of a constant expression, computed only when the budget allows it (None for
+    anything that is not constant)."""
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.BinExpr) and node.operator in _BINOPS:
+        left, right = _constant(node.left, budget), _constant(node.right, budget)
+        if left is None or right is None:
+            return None
+        budget.binop(node.operator, left, right)
+        try:
+            return _BINOPS[node.operator](left, right)
+        except (TypeError, ValueError, ArithmeticError):
+            return None
+    return None
+
+
 class Templates:
     """Compiles rule strings into renderers. One per rule set.
 
@@ -307,9 +345,11 @@ class Templates:
     cleared after it renders so they cannot leak into the next template.
     """
 
-    def __init__(self) -> None:
-        self.env = make_environment()
-        self.uid_env = make_environment(_finalize_uid)  # the same, but a NULL is an error
+    def __init__(self, budget: RenderBudget | None = None) -> None:
+        """`budget`: the bounds on one event's renders (`start()` it per event)."""
+        self.budget = budget if budget is not None else RenderBudget()
+        self.env = make_environment(budget=self.budget)
+        self.uid_env = make_environment(_finalize_uid, self.budget)  # a NULL is an error
         self._globals = dict(self.env.globals)
         self.names_referenced: set[str] = set()
         """Top-level names any compiled template reads (the engine skips building the
@@ -366,10 +406,11 @@ class Templates:
         env = self.uid_env if uid else self.env
         root, concat = env.from_string(source).root_render_func, env.concat
         self._note(source)
+        chunks = self.budget.chunks
 
         def render(ctx: Context) -> str:
             try:
-                return concat(root(ctx))
+                return concat(chunks(root(ctx)))
             finally:
                 if ctx.vars:
                     ctx.vars.clear()
@@ -387,6 +428,19 @@ class Templates:
             parts = [self.value(v) for v in value]
             return lambda ctx: [render(ctx) for render in parts]
         return lambda ctx: value
+
+    def oversized_constant(self, source: str) -> str | None:
+        """Why a constant operation in `source` (`'a' * 10**9`, `9**9**9`) would break the
+        render budget on every event, or None: `validate` says so instead of every op dying."""
+        if not any(m in source for m in _MARKUP):
+            return None
+        self.budget.start()  # a fresh budget for this one check
+        try:
+            for node in self.env.parse(source).find_all(nodes.BinExpr):
+                _constant(node, self.budget)
+        except RenderLimitError as exc:
+            return str(exc)
+        return None
 
     def names_used(self, source: str) -> set[str]:
         """Top-level attribute paths like `after.status` used by a template (for --check-source)."""

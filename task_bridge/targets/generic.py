@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from task_bridge.errors import PermanentDeliveryError
 from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.outbox.base import StoredOp
+from task_bridge.rules.budget import RenderLimitError
 from task_bridge.rules.templates import Renderer, Templates
 from task_bridge.targets.base import Delivered, TargetStore
 from task_bridge.targets.http import TargetConfigBase, json_body, request, user_agent
@@ -96,6 +97,7 @@ class GenericHttpTarget:
                 "remote_id": remote_id,
             }
         )
+        self.templates.budget.start()
         try:
             path = compiled.path(ctx)
             headers = {**self._headers, **{k: r(ctx) for k, r in compiled.headers.items()}}
@@ -103,6 +105,8 @@ class GenericHttpTarget:
             content = None if body is None else dumps_payload(body)
         except PayloadError as exc:
             raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
+        except RenderLimitError as exc:
+            raise PermanentDeliveryError(f"request templates: {exc}") from exc
         except Exception as exc:  # the user's template failed for this op
             raise PermanentDeliveryError(f"template: {type(exc).__name__}: {exc}") from exc
         if self.config.idempotency_key:
