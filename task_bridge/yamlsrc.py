@@ -97,7 +97,13 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) 
 
 
 def load_yaml_text(text: str, file: str) -> YamlDoc:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # reads the text: refuses control characters at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlSyntaxError(
+            file, line, f"YAML syntax error: character {exc.character!r} is not allowed"
+        ) from exc
     try:
         node = loader.get_single_node()
         if node is None:

@@ -127,7 +127,20 @@ class PgOutputDecoder:
         self._xid: int | None = None
 
     def decode(self, data: bytes) -> list[ChangeEvent | Commit]:
-        """One pgoutput message -> zero or more items (Truncate gives one per relation)."""
+        """One pgoutput message -> zero or more items (Truncate gives one per relation).
+        A message that does not decode raises `SourceError` naming its kind and size."""
+        try:
+            return self._decode(data)
+        except SourceError:
+            raise
+        except (struct.error, IndexError, ValueError, KeyError, OverflowError) as exc:
+            kind = repr(chr(data[0])) if data else "an empty"
+            raise SourceError(
+                f"pgoutput: cannot decode {kind} message of {len(data)} bytes:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _decode(self, data: bytes) -> list[ChangeEvent | Commit]:
         kind = data[0]
         if kind == 0x49:  # 'I'
             return [self._insert(data)]
