@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint check demo bench clean
+.PHONY: install test lint check chaos demo bench clean
 
 $(STAMP): pyproject.toml scripts/ensure-postgres.sh
 	./scripts/ensure-postgres.sh
@@ -23,8 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check task_bridge tests bench
 	$(BIN)/mypy
 
+# The chaos campaign: SECONDS (default 60) of kill -9s, Postgres restarts, outbox cuts and API
+# faults with SEED (default 1), then per-task checks at the fake API; one summary line.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos
+
 # Exactly what CI runs (.ci/run).
-check: lint test
+check: lint test chaos
 
 demo: $(STAMP)
 	$(BIN)/python -m task_bridge.demo

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 import socket
 import threading
@@ -55,6 +56,8 @@ class Fault:
     drop_before_apply: bool = False
     times: int | None = None
     body: JsonBody = None
+    probability: float = 1.0
+    """The share of matching requests it hits (drawn from the fake's seeded `rng`)."""
     echo_headers: bool = False
     """With `status`: the error body echoes the request's headers, unmasked (as some gateways
     do), for testing that the bridge keeps credentials out of what it stores."""
@@ -94,6 +97,8 @@ class FakeApi:
         self._recent: deque[float] = deque()
         self.rate_limited = 0
         self.inflight = 0
+        self.rng = random.Random(0)
+        """Draws for faults with a `probability` (seed it for a reproducible run)."""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -149,6 +154,8 @@ class FakeApi:
         with self.lock:
             for fault in self._faults:
                 if fault.matches(method, path, body):
+                    if fault.probability < 1.0 and self.rng.random() >= fault.probability:
+                        continue
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:

@@ -34,6 +34,7 @@ from task_bridge.testing.kafka import KafkaBroker
 from task_bridge.yamlsrc import load_yaml_text
 from tests.integration.conftest import ORDER_RULES, ORDERS_DDL
 from tests.support.debezium import encode
+from tests.support.wait import wait_until
 
 TYPES = {
     "id": "bigint",
@@ -142,6 +143,15 @@ def pg_events(pg_dsn: str) -> list[ChangeEvent]:
             events = _collect(lambda: source.read(100, 0.5), len(CHANGES))
         finally:
             source.close()
+            # the walsender may take a moment to exit after the close (on a busy machine)
+            wait_until(
+                lambda: (
+                    not conn.execute(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = 'parity'"
+                    ).fetchone()[0]
+                ),
+                message="the slot to be released",
+            )
             conn.execute("SELECT pg_drop_replication_slot('parity')")
     return events
 

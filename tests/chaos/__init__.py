@@ -1,0 +1,1 @@
+"""The chaos campaign (`make chaos`): see `campaign.py`."""
