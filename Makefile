@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check task_bridge tests bench
 	$(BIN)/ruff format --check task_bridge tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The chaos campaign: SECONDS (default 60) of kill -9s, Postgres restarts, outbox cuts and API
 # faults with SEED (default 1), then per-task checks at the fake API; one summary line.

@@ -20,6 +20,8 @@ from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.rules.chains import ChainRenderer
+from task_bridge.targets.base import TargetDeps
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 
 
@@ -40,12 +42,13 @@ async def _bridge(
     metrics = Metrics()
     delivery = Delivery(
         outbox,
-        {"fragment": FragmentTarget("fragment", config, client)},
+        {"fragment": FragmentTarget("fragment", config, TargetDeps.of(client))},
         RetryPolicy(),
         concurrency=concurrency,
         rate_limits={},
         logger=logger,
         metrics=metrics,
+        chains=ChainRenderer(),
     )
     stop = asyncio.Event()
     labels = {"target": "fragment"}

@@ -9,20 +9,21 @@ sends them through `task_bridge.targets`, one at a time per task, with retries a
 dead-lettering.
 
 The public surface is `__all__` here: the event and operation types, the `Source` and
-`Target` protocols (with what they exchange), and `task_bridge.testing` (the fakes of every
-task API as real HTTP servers, a throwaway Postgres cluster, a Kafka-protocol broker).
+`Target` protocols (with what they exchange; targets register in `task_bridge.targets`),
+and `task_bridge.testing` (the fakes of every task API as real HTTP servers, a throwaway
+Postgres cluster, a Kafka-protocol broker).
 """
 
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
 from task_bridge.operations import Operation, operation_id
 from task_bridge.sources.base import Commit, Idle, Poison, Source, SourceItem
-from task_bridge.targets.base import BatchingTarget, Delivered, Target
+from task_bridge.targets.base import Call, Delivered, Target, TargetDeps
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UNCHANGED",
-    "BatchingTarget",
+    "Call",
     "ChangeEvent",
     "Commit",
     "Delivered",
@@ -33,6 +34,7 @@ __all__ = [
     "SourceItem",
     "SourcePosition",
     "Target",
+    "TargetDeps",
     "__version__",
     "operation_id",
 ]

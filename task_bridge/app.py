@@ -7,10 +7,9 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import signal
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ import httpx
 
 from task_bridge.config import BridgeConfig, LoadedConfig
 from task_bridge.delivery import Delivery
-from task_bridge.errors import BridgeError, OutboxUnavailable, SourceUnavailable
+from task_bridge.errors import BridgeError, SourceUnavailable, exit_code
 from task_bridge.ingest import Ingest
 from task_bridge.observability import Metrics, MetricsServer, log
 from task_bridge.outbox import open_outbox
@@ -29,44 +28,33 @@ from task_bridge.redaction import Redactor, secret_values
 from task_bridge.rules.chains import ChainRenderer
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet, load_rules
-from task_bridge.rules.templates import Templates
 from task_bridge.sources.base import Source
 from task_bridge.sources.postgres.lag import slot_lag_bytes
 from task_bridge.sources.postgres.source import PostgresSource
-from task_bridge.sources.task_api import SCHEMA as TASK_API_SCHEMA
-from task_bridge.sources.task_api import HumanLambdasSource
-from task_bridge.targets import build_target
-from task_bridge.targets.base import MemoryStore, Target, TargetStore
-from task_bridge.targets.humanlambdas import HumanLambdasConfig
+from task_bridge.targets import build_target, target_sources
+from task_bridge.targets.base import Target, TargetDeps
+from task_bridge.targets.humanlambdas_poller import SCHEMA as TASK_API_SCHEMA
+from task_bridge.templating import Templates
 
 HOUSEKEEPING_INTERVAL_S = 30.0
 GC_THRESHOLDS = (10_000, 10, 10)  # gen0 700 -> 10k; 50k was as fast but kept ~30 MB more garbage
 RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
-EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def build_targets(
-    config: BridgeConfig,
-    client: httpx.AsyncClient,
-    store: TargetStore | None = None,
-    logger: logging.Logger | None = None,
-) -> dict[str, Target]:
-    """Every configured target; `store` is the outbox when delivering (else in memory)."""
-    store = store if store is not None else MemoryStore()
-    logger = logger or logging.getLogger("task_bridge")
-    return {
-        name: build_target(name, cfg, client, store, logger) for name, cfg in config.targets.items()
-    }
+def build_targets(config: BridgeConfig, deps: TargetDeps) -> dict[str, Target]:
+    """Every configured target, built by its kind's factory."""
+    return {name: build_target(name, cfg, deps) for name, cfg in config.targets.items()}
 
 
-def load_ruleset(loaded: LoadedConfig, targets: Mapping[str, Target]) -> RuleSet:
+def load_ruleset(loaded: LoadedConfig, templates: Templates | None = None) -> RuleSet:
+    """The rules, checked against the configured targets' models (no network, no loop)."""
     return load_rules(
         loaded.config.rules,
         base_dir=loaded.base_dir,
         config_file=str(loaded.path),
         config_doc=loaded.doc,
-        targets=targets,
-        budget=loaded.config.limits.budget(),
+        targets=loaded.config.targets,
+        templates=templates or Templates(loaded.config.limits.budget()),
     )
 
 
@@ -112,36 +100,60 @@ class _Shared:
 
 
 class App:
-    def __init__(self, loaded: LoadedConfig, logger: logging.Logger) -> None:
+    """The bridge, wired from its config. `run()` blocks until `stop()` (from any thread, e.g.
+    a signal handler) or a fatal error, and returns the exit code; nothing process-wide
+    (signals, GC tuning) is touched here, so an `App` can be embedded."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        logger: logging.Logger,
+        after_start: Callable[[], None] | None = None,
+    ) -> None:
+        """`after_start`: called once every startup object exists, before the first change
+        is read (`cmd_run` tunes the garbage collector there)."""
         self.loaded = loaded
         self.config = loaded.config
         self.log = logger
         self.metrics = Metrics()
         self.outbox_lock = threading.Lock()  # ingest and delivery queue their writes on it
+        self.after_start = after_start
+        self._stop_requested = threading.Event()
+        self._wake_loop: Callable[[], None] = lambda: None
 
     def run(self, metrics_port: int | None = None) -> int:
         return asyncio.run(self._main(metrics_port))
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask a running (or starting) bridge to stop; safe from any thread."""
+        if not self._stop_requested.is_set():
+            log(self.log, logging.INFO, "shutdown.requested", signal=reason)
+        self._stop_requested.set()
+        self._wake_loop()
 
     async def _main(self, metrics_port: int | None) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         shared = _Shared()
 
-        def request_stop(signame: str) -> None:
-            if not stop.is_set():
-                log(self.log, logging.INFO, "shutdown.requested", signal=signame)
+        def request_stop() -> None:
             shared.stop_thread.set()
             stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop, sig.name)
+        def wake() -> None:
+            loop.call_soon_threadsafe(request_stop)
+
+        self._wake_loop = wake
+        if self._stop_requested.is_set():
+            request_stop()
 
         client = make_client(self.config)
         outbox = open_configured_outbox(self.loaded, self.outbox_lock)
         server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
         try:
-            targets = build_targets(self.config, client, outbox, self.log)
-            engine = RuleEngine(load_ruleset(self.loaded, targets))
+            templates = Templates(self.config.limits.budget())  # one for rules, chains, targets
+            targets = build_targets(self.config, TargetDeps(client, outbox, self.log, templates))
+            engine = RuleEngine(load_ruleset(self.loaded, templates))
             reset = outbox.reset_inflight()
             if reset:
                 log(self.log, logging.INFO, "outbox.recovered", inflight_reset=reset)
@@ -160,10 +172,11 @@ class App:
                 metrics=self.metrics,
                 shutdown_grace=self.config.delivery.shutdown_grace,
                 redact=Redactor(self.loaded.secrets()),
-                chains=ChainRenderer(Templates(self.config.limits.budget())),
+                chains=ChainRenderer(templates),
             )
             self._warn_plain_http()
-            tune_gc()  # after startup's objects exist: they are frozen
+            if self.after_start is not None:
+                self.after_start()
             threads = [
                 threading.Thread(
                     target=self._ingest_thread,
@@ -199,6 +212,7 @@ class App:
                 for chore in chores:
                     chore.cancel()
         finally:
+            self._wake_loop = lambda: None
             self.metrics.ready = False
             await client.aclose()
             outbox.close()
@@ -237,15 +251,11 @@ class App:
             stop.set()
 
     def _exit_code(self, error: BaseException | None) -> int:
+        code = exit_code(error)
         if error is None:
-            log(self.log, logging.INFO, "shutdown", exit_code=EXIT_OK)
-            return EXIT_OK
-        code = (
-            EXIT_UNAVAILABLE
-            if isinstance(error, SourceUnavailable | OutboxUnavailable)
-            else (EXIT_INVALID if isinstance(error, BridgeError) else EXIT_INTERNAL)
-        )
-        log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
+            log(self.log, logging.INFO, "shutdown", exit_code=code)
+        else:
+            log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
         return code
 
     def _sources(self, engine: RuleEngine) -> list[Source]:
@@ -269,8 +279,7 @@ class App:
 
             sources.append(KafkaSource(kafka, self.log))
         for name, cfg in self.config.targets.items():
-            if isinstance(cfg, HumanLambdasConfig):
-                sources += [HumanLambdasSource(name, cfg, q) for q in cfg.polled_queues()]
+            sources += target_sources(name, cfg)
         return sources
 
     def _ingest_thread(

@@ -6,43 +6,33 @@ Exit codes: 0 ok, 1 invalid config/rules/usage, 2 cannot connect, 3 internal err
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from task_bridge.app import (
-    EXIT_INTERNAL,
-    EXIT_INVALID,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    App,
-    build_targets,
-    load_ruleset,
-    make_client,
-    open_configured_outbox,
-)
+from task_bridge.app import App, load_ruleset, open_configured_outbox, tune_gc
 from task_bridge.config import LoadedConfig, load_config
 from task_bridge.durations import parse_duration
 from task_bridge.errors import (
+    EXIT_INVALID,
+    EXIT_OK,
     BridgeError,
     ConfigError,
-    OutboxUnavailable,
     RuleError,
-    SourceUnavailable,
+    exit_code,
 )
-from task_bridge.events import ChangeEvent, SourcePosition
+from task_bridge.events import OPS, ChangeEvent, SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import setup_logging
 from task_bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
 from task_bridge.redaction import Redactor
 from task_bridge.rules.chains import DEFERRED, is_deferred
 from task_bridge.rules.engine import RuleEngine
-from task_bridge.rules.loader import RuleSet
 from task_bridge.sources.connect import ColumnTypes, column_types
 from task_bridge.sources.debezium import PoisonMessage, decode_debezium_json
 
@@ -117,12 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
-    except (SourceUnavailable, OutboxUnavailable) as exc:
-        print(f"task-bridge: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     except BridgeError as exc:
         print(f"task-bridge: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return exit_code(exc)
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -167,38 +154,29 @@ class RedactingStream(io.TextIOBase):
         return self.inner.isatty()
 
 
-def _ruleset(loaded: LoadedConfig) -> RuleSet:
-    async def build() -> RuleSet:
-        client = make_client(loaded.config)
-        try:
-            return load_ruleset(loaded, build_targets(loaded.config, client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(build())
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     logger = setup_logging(args.log_format, args.log_level, loaded.secrets())
+    app = App(loaded, logger, after_start=tune_gc)  # GC tuned once startup's objects exist
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: app.stop(signal.Signals(signum).name))
     try:
-        return App(loaded, logger).run(args.metrics_port)
+        return app.run(args.metrics_port)
     except (ConfigError, RuleError):
         raise
     except BridgeError as exc:
         logger.error("startup.failed", extra={"ctx": {"error": str(exc)}})
-        unavailable = isinstance(exc, SourceUnavailable | OutboxUnavailable)
-        return EXIT_UNAVAILABLE if unavailable else EXIT_INVALID
-    except Exception:
+        return exit_code(exc)
+    except Exception as exc:
         logger.exception("internal.error")
-        return EXIT_INTERNAL
+        return exit_code(exc)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    ruleset = _ruleset(loaded)
+    ruleset = load_ruleset(loaded)
     if args.check_source:
-        from task_bridge.sources.postgres.check import check_source
+        from task_bridge.preflight import check_source
 
         problems = check_source(loaded, ruleset)
         for problem in problems:
@@ -234,12 +212,14 @@ def _event_from_json(data: Any, types: ColumnTypes) -> ChangeEvent | None:
             "the event must be a JSON object with 'op', 'table', 'before', 'after',"
             ' or a Debezium message value (or {"key": ..., "value": ...})'
         )
+    if data["op"] not in OPS:
+        raise ConfigError(f"the event's op {data['op']!r} is not one of {', '.join(OPS)}")
     table = str(data["table"])
     schema = str(data.get("schema") or "public")
     if "." in table:
         schema, table = table.split(".", 1)
     return ChangeEvent(
-        op=str(data["op"]),
+        op=data["op"],
         schema=schema,
         table=table,
         position=SourcePosition(kind="dry-run", lsn=0, index=0),
@@ -264,7 +244,7 @@ def _shown_payload(payload: dict[str, Any]) -> Any:
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    engine = RuleEngine(_ruleset(loaded))
+    engine = RuleEngine(load_ruleset(loaded))
     raw = sys.stdin.read() if args.event == "-" else Path(args.event).read_text(encoding="utf-8")
     try:
         data = json.loads(raw)

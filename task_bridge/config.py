@@ -11,29 +11,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Union
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
-    model_validator,
+    create_model,
 )
 
 from task_bridge.durations import Duration
 from task_bridge.errors import ConfigError
 from task_bridge.redaction import secret_values
-from task_bridge.rules.budget import (
+from task_bridge.sources.config import SourceConfig
+from task_bridge.targets import REGISTRY, TargetConfigBase
+from task_bridge.templating.budget import (
     DEFAULT_MAX_CHARS,
     DEFAULT_MAX_SECONDS,
     DEFAULT_MAX_STEPS,
     RenderBudget,
 )
-from task_bridge.sources.connect import declared_type
-from task_bridge.targets import TARGET_CONFIGS, TARGET_KINDS, TargetConfig
 from task_bridge.yamlsrc import (
     KeyPath,
     YamlDoc,
@@ -43,78 +42,15 @@ from task_bridge.yamlsrc import (
     load_yaml_file,
 )
 
-DEFAULT_SLOT = "task_bridge"
-DEFAULT_PUBLICATION = "task_bridge"
 DEFAULT_OUTBOX_URL = "sqlite:///outbox.db"
 DEFAULT_CONCURRENCY = 32
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_STATUS_INTERVAL_S = 10.0
-DEFAULT_LAG_WARN_BYTES = 1 << 30
 DEFAULT_RETENTION_S = 7 * 86400.0
 DEFAULT_SHUTDOWN_GRACE_S = 15.0
-DEFAULT_GROUP_ID = "task-bridge"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PostgresSourceConfig(_Model):
-    dsn: SecretStr
-    slot: str = DEFAULT_SLOT
-    publication: str = DEFAULT_PUBLICATION
-    snapshot: Literal["never"] = "never"
-    status_interval: Duration = DEFAULT_STATUS_INTERVAL_S
-    lag_warn_bytes: int = DEFAULT_LAG_WARN_BYTES
-
-
-def _pg_type(text: str) -> str:
-    declared_type(text)  # ValueError names the known types
-    return text
-
-
-PgType = Annotated[str, AfterValidator(_pg_type)]
-"""A Postgres column type that `task_bridge.sources.connect.declared_type` knows."""
-
-
-class KafkaSourceConfig(_Model):
-    bootstrap_servers: list[str] | str
-    topics: list[str] = Field(default_factory=list)
-    topic_pattern: str | None = None
-    """A regex of topics to follow instead of (or besides) `topics`."""
-    group_id: str = DEFAULT_GROUP_ID
-    format: Literal["debezium", "json"] = "debezium"
-    json_mapping: dict[str, str] | None = None
-    """For `format: json`: where table/op/before/after/key sit in a record."""
-    client: dict[str, Any] = Field(default_factory=dict)
-    """Passed to kafka-python's KafkaConsumer as is (security_protocol, sasl_*, ssl_*...)."""
-    column_types: dict[str, dict[str, PgType]] = Field(default_factory=dict)
-    """`schema.table` -> column -> Postgres type, for records without a schema (README, Kafka)."""
-    heartbeat_topic_prefix: str = "__debezium-heartbeat"
-    max_poll_records: int = Field(2000, ge=1)
-
-    @model_validator(mode="after")
-    def _some_topics(self) -> KafkaSourceConfig:
-        if not self.topics and not self.topic_pattern:
-            raise ValueError("kafka: name `topics` or a `topic_pattern`")
-        if self.format == "json" and not self.json_mapping:
-            raise ValueError("kafka: format json needs a `json_mapping` (at least `table`)")
-        return self
-
-    def __repr_args__(self) -> Any:
-        for key, value in super().__repr_args__():
-            yield key, ("***" if key == "client" and value else value)
-
-
-class SourceConfig(_Model):
-    postgres: PostgresSourceConfig | None = None
-    kafka: KafkaSourceConfig | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SourceConfig:
-        if (self.postgres is None) == (self.kafka is None):
-            raise ValueError("configure exactly one of postgres | kafka")
-        return self
 
 
 class OutboxConfig(_Model):
@@ -157,9 +93,30 @@ class BridgeConfig(_Model):
     source: SourceConfig
     outbox: OutboxConfig = OutboxConfig()
     delivery: DeliveryConfig = DeliveryConfig()
-    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    targets: dict[str, TargetConfigBase] = Field(default_factory=dict)
+    """Each value is the model of its `kind` (see `config_model`)."""
     rules: str | list[dict[str, Any]] = "rules/"
     limits: LimitsConfig = LimitsConfig()
+
+
+_MODELS: dict[tuple[type[TargetConfigBase], ...], type[BridgeConfig]] = {}
+
+
+def config_model() -> type[BridgeConfig]:
+    """`BridgeConfig` with `targets` typed by the target kinds registered now
+    (`task_bridge.targets.register`): a tagged union on `kind`."""
+    configs = tuple(kind.config for kind in REGISTRY.values())
+    model = _MODELS.get(configs)
+    if model is None:
+        union: Any = Union[configs]  # noqa: UP007  # a union built at run time
+        tagged = Annotated[union, Field(discriminator="kind")]
+        model = create_model(
+            "BridgeConfig",
+            __base__=BridgeConfig,
+            targets=(dict[str, tagged], Field(default_factory=dict)),
+        )
+        _MODELS[configs] = model
+    return model
 
 
 @dataclass(frozen=True)
@@ -206,7 +163,7 @@ def expand_env(data: Any, doc: YamlDoc, env: Mapping[str, str], path: KeyPath = 
 
 def _problem(doc: YamlDoc, loc: tuple[Any, ...], msg: str, err_type: str) -> str:
     path: list[str | int] = [p for p in loc if isinstance(p, str | int)]
-    if len(path) > 2 and path[0] == "targets" and path[2] in TARGET_KINDS:
+    if len(path) > 2 and path[0] == "targets" and path[2] in REGISTRY:
         del path[2]  # the discriminator tag pydantic inserts; not a key the user wrote
     if err_type == "extra_forbidden":
         msg = f"unknown key{did_you_mean(str(path[-1]), _known_keys(tuple(path[:-1])))}"
@@ -228,7 +185,7 @@ def _known_keys(path: tuple[str | int, ...]) -> list[str]:
         field = getattr(model, "model_fields", {}).get(part)
         model = _model_of(field.annotation) if field is not None else None
     if model is None and len(path) == 2 and path[0] == "targets":
-        return sorted({key for cfg in TARGET_CONFIGS for key in cfg.model_fields})
+        return sorted({key for kind in REGISTRY.values() for key in kind.config.model_fields})
     return list(getattr(model, "model_fields", {}))
 
 
@@ -253,7 +210,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> LoadedConfi
         raise ConfigError(f"{path}:1: the config must be a mapping with a 'source' key")
     data = expand_env(doc.data, doc, env)
     try:
-        config = BridgeConfig.model_validate(data)
+        config = config_model().model_validate(data)
     except ValidationError as exc:
         problems = [_problem(doc, tuple(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
         raise ConfigError(problems[0], problems) from exc

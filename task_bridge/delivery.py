@@ -14,8 +14,9 @@ one outbox transaction when the queue runs low (or a result has waited SETTLE_AF
 outbox is written once per several ops at high load and at once at low load. Queued jobs are
 `inflight` like started ones; a breaker that opens or a shutdown hands them back unsent.
 
-Batching: when a claimed op can be batched by its target (`targets.base.BatchingTarget`), more
-due ops of that kind are claimed for the same target and sent in one request per `max_batch`.
+Batching: when a claimed op can be batched by its target (`batch_ops`, `max_batch`: see
+`targets.base`), more due ops of that kind are claimed for the same target and sent in one
+request per `max_batch`.
 Each op still gets its own result; a batch refused as a whole is re-sent one op at a time.
 """
 
@@ -30,6 +31,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -40,18 +42,36 @@ from task_bridge.errors import (
     TransientDeliveryError,
 )
 from task_bridge.observability import Metrics, log
+from task_bridge.operations import StepResult
 from task_bridge.outbox.base import OpResult, Outbox, StoredOp
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outcomes import Outcomes, op_context
 from task_bridge.redaction import Redactor
-from task_bridge.rules.chains import ChainRenderer, is_deferred
-from task_bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
+from task_bridge.targets.base import Call, Delivered, Target, batch_size_of
 
 IDLE_POLL_S = 1.0
 MIN_WAIT_S = 0.01
 STATS_INTERVAL_S = 10.0
 SETTLE_AFTER_S = 0.05
 """Longest a result waits for its commit while requests are in flight."""
+
+
+class StepRenderer(Protocol):
+    """Renders a deferred chain step just before it is sent, with the results of the steps
+    before it (`task_bridge.rules.chains.ChainRenderer`)."""
+
+    def is_deferred(self, payload: Mapping[str, Any]) -> bool: ...
+
+    def render(
+        self, payload: Mapping[str, Any], results: Mapping[str, StepResult]
+    ) -> dict[str, Any] | None:
+        """The payload to send, or None to skip the step; `TemplateError` dead-letters it."""
+        ...
+
+
+def call_of(op: StoredOp, attempt: int) -> Call:
+    """What a target is given for one attempt at a stored op."""
+    return Call(op.op_id, op.target, op.op, op.uid, op.payload, attempt)
 
 
 class Delivery:
@@ -68,10 +88,11 @@ class Delivery:
         shutdown_grace: float = 15.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        chains: ChainRenderer | None = None,
+        chains: StepRenderer,
         redact: Redactor | None = None,
     ) -> None:
-        """`redact`: the config's secrets, masked in everything stored (errors, responses)."""
+        """`chains` renders deferred chain steps; `redact`: the config's secrets, masked in
+        everything stored (errors, responses)."""
         self.outbox = outbox
         self.targets = targets
         self.concurrency = concurrency
@@ -79,7 +100,7 @@ class Delivery:
         self.metrics = metrics
         self.shutdown_grace = shutdown_grace
         self.clock = clock
-        self.chains = chains or ChainRenderer()
+        self.chains = chains
         # 1 token per 1/rate seconds, capacity 1: no bursts above the documented limit.
         self.limiters = {name: AsyncLimiter(1, 1.0 / rate) for name, rate in rate_limits.items()}
         self.per_target_cap = {
@@ -260,7 +281,7 @@ class Delivery:
             if (
                 target is not None
                 and batch_size_of(target, op.op) > 1
-                and not is_deferred(op.payload)
+                and not self.chains.is_deferred(op.payload)
             ):
                 groups.setdefault(op.target, []).append(op)
             else:
@@ -272,7 +293,7 @@ class Delivery:
                 now,
                 len(group) * (size - 1),
                 target=name,
-                ops=sorted(getattr(target, "batch_ops", ())),
+                ops=sorted(target.batch_ops),
             )
             group.sort(key=lambda op: op.seq)
             jobs += [group[i : i + size] for i in range(0, len(group), size)]
@@ -335,7 +356,7 @@ class Delivery:
         attempts = op.attempts + 1
         if target is None:
             return self.outcomes.dead(op, attempts, f"unknown target '{op.target}'", None)
-        if is_deferred(op.payload):
+        if self.chains.is_deferred(op.payload):
             try:
                 payload = self.chains.render(op.payload, self.outbox.chain_steps(op.chain or ""))
             except TemplateError as exc:
@@ -348,7 +369,7 @@ class Delivery:
         await self._pace(op.target)
         started = time.monotonic()
         try:
-            delivered = await target.send(op)
+            delivered = await target.send(call_of(op, attempts))
         except PermanentDeliveryError as exc:
             return self.outcomes.dead(op, attempts, str(exc), exc.http_status)
         except TransientDeliveryError as exc:
@@ -365,11 +386,11 @@ class Delivery:
     async def _deliver_batch(self, ops: list[StoredOp]) -> list[OpResult]:
         """Several ops of one batching target in one request; one result per op."""
         name = ops[0].target
-        target: BatchingTarget = self.targets[name]  # type: ignore[assignment]
+        target = self.targets[name]
         await self._pace(name)
         started = time.monotonic()
         try:
-            outcomes = await target.send_batch(ops)
+            outcomes = await target.send_batch([call_of(op, op.attempts + 1) for op in ops])
         except PermanentDeliveryError as exc:
             log(self.log, logging.INFO, "batch.split", target=name, ops=len(ops), error=str(exc))
             return [await self._deliver(op) for op in ops]

@@ -84,3 +84,20 @@ class RetryAfter(TransientDeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help: 4xx (other than the transient ones), schema errors."""
+
+
+EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
+"""Process exit codes (README "Exit codes")."""
+
+
+def exit_code(error: BaseException | None) -> int:
+    """The one mapping of an error to the process's exit code: none 0; a config, rule or
+    other bridge error 1; a source or outbox that cannot be reached or written 2; anything
+    else (a bug) 3."""
+    if error is None:
+        return EXIT_OK
+    if isinstance(error, SourceUnavailable | OutboxUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, BridgeError):
+        return EXIT_INVALID
+    return EXIT_INTERNAL

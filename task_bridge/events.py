@@ -7,7 +7,10 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 Op = Literal["insert", "update", "delete", "snapshot", "truncate", "completed"]
-OPS: Final = ("insert", "update", "delete", "snapshot", "truncate", "completed")
+OPS: Final[tuple[Op, ...]] = ("insert", "update", "delete", "snapshot", "truncate", "completed")
+SourceKind = Literal["postgres", "kafka", "task_api", "dry-run"]
+"""What read an event: Postgres logical replication, a Kafka topic, a task API's feed (e.g.
+completed Human Lambdas tasks), or `dry-run`'s event from the command line."""
 
 
 class _Unchanged:
@@ -55,7 +58,7 @@ class SourcePosition:
     Kafka: `topic`/`partition`/`offset`. Task APIs: `topic` names the feed, `offset` the item.
     """
 
-    kind: str
+    kind: SourceKind
     lsn: int | None = None
     index: int = 0
     topic: str | None = None
@@ -78,7 +81,7 @@ class SourcePosition:
 class ChangeEvent:
     """One row change as rules see it (SPEC section 3)."""
 
-    op: str
+    op: Op
     schema: str
     table: str
     position: SourcePosition

@@ -188,6 +188,10 @@ class PostgresOutbox(SqlOutbox):
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
                 )
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            # G1 rests on the outbox commit being durable before the source is acknowledged:
+            # with the server's or role's synchronous_commit=off a crash could lose a commit
+            # whose source position the slot has already stored
+            conn.execute("SET synchronous_commit TO on")
         except psycopg.Error as exc:
             conn.close()
             raise OutboxError(f"outbox {self.where}: {exc}") from exc

@@ -23,7 +23,7 @@ from task_bridge.errors import TemplateError
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
 from task_bridge.operations import StepResult
 from task_bridge.rules.schema import Action
-from task_bridge.rules.templates import Renderer, Templates
+from task_bridge.templating.sandbox import Renderer, Templates
 from task_bridge.yamlsrc import did_you_mean
 
 DEFERRED = "$deferred"
@@ -208,6 +208,9 @@ class ChainRenderer:
         self.templates = templates or Templates()
         self._conditions: dict[str, Renderer] = {}
         self._tasks: dict[str, Renderer] = {}
+
+    def is_deferred(self, payload: Mapping[str, Any]) -> bool:
+        return is_deferred(payload)
 
     def render(
         self, payload: Mapping[str, Any], results: Mapping[str, StepResult]

@@ -17,10 +17,10 @@ from jinja2.runtime import Context
 from task_bridge.events import ChangeEvent
 from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.operations import Operation, operation_id
-from task_bridge.rules.budget import RenderBudget
 from task_bridge.rules.chains import chain_key, deferred_payload
 from task_bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
-from task_bridge.rules.templates import NullUidError, UnchangedValueError
+from task_bridge.templating.budget import RenderBudget
+from task_bridge.templating.sandbox import NullUidError, UnchangedValueError
 
 UNRENDERED_UID = "<unrendered>"
 

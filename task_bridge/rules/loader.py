@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from task_bridge.errors import RuleError
-from task_bridge.rules.budget import RenderBudget
 from task_bridge.rules.chains import step_problems
 from task_bridge.rules.schema import Action, EventOp, OnError, Rule
-from task_bridge.rules.templates import Renderer, Templates
+from task_bridge.templating.budget import RenderBudget
+from task_bridge.templating.sandbox import Renderer, Templates
 from task_bridge.yamlsrc import (
     KeyPath,
     YamlDoc,
@@ -40,7 +40,9 @@ _PATH_PART = re.compile(r"\[(\d+)\]|\.?([\w-]+)")
 
 
 class TargetSpec(Protocol):
-    """What the loader needs of a target (a `task_bridge.targets.base.Target` fits)."""
+    """What the loader needs of a target: its config model fits (`targets.http.
+    TargetConfigBase`: no network, no event loop). An `unsupported_note` attribute, if
+    present, is said after "does not support op"."""
 
     @property
     def supported_ops(self) -> frozenset[str]: ...
@@ -411,15 +413,17 @@ def load_rules(
     config_doc: YamlDoc | None,
     targets: Mapping[str, TargetSpec],
     budget: RenderBudget | None = None,
+    templates: Templates | None = None,
 ) -> RuleSet:
-    """Load, validate and compile rules; raise RuleError listing every problem. `budget`:
-    the bounds on one event's renders (defaults otherwise).
+    """Load, validate and compile rules; raise RuleError listing every problem. `templates`:
+    the bridge's one template environment (else a new one with `budget`, the bounds on one
+    event's renders, or the defaults).
 
     `spec` is a directory (every *.yaml/*.yml in it, sorted by name), a file (relative to
     `base_dir`), or the inline list from bridge.yaml (lines from `config_doc`, under `rules`).
     """
     problems = _Problems()
-    ruleset = RuleSet(templates=Templates(budget))
+    ruleset = RuleSet(templates=templates or Templates(budget))
     seen: dict[str, str] = {}
     for entry in _entries(spec, base_dir, config_file, config_doc, problems):
         if not isinstance(entry.raw, dict):

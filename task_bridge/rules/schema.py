@@ -10,7 +10,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EventOp = Literal["insert", "update", "delete", "snapshot", "truncate", "completed"]
+from task_bridge.events import Op
+
+EventOp = Op
 OnError = Literal["stop", "skip", "retry"]
 DEFAULT_ON: Final[tuple[EventOp, ...]] = ("insert", "update")
 DEFAULT_SCHEMA: Final = "public"

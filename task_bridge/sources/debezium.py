@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from task_bridge.errors import ConfigError, SourceError
-from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition
 from task_bridge.sources.connect import ColumnTypes, Decoder, Schema, decode_value
 
 MARKER = "__debezium_unavailable_value"
@@ -47,7 +47,14 @@ _MARKER_LISTS: tuple[list[Any], ...] = (
     [_MARKER_UUID],
     list(MARKER.encode()),  # int[]/bigint[]/date[]: the placeholder's ASCII codes
 )
-_OPS = {"c": "insert", "u": "update", "d": "delete", "r": "snapshot", "t": "truncate"}
+_OPS: dict[str, Op] = {
+    "c": "insert",
+    "u": "update",
+    "d": "delete",
+    "r": "snapshot",
+    "t": "truncate",
+}
+_BY_NAME: dict[str, Op] = {op: op for op in _OPS.values()}
 _ROWLESS_KEYS = ("ddl", "tableChanges", "databaseName")  # schema-change / history events
 
 
@@ -397,11 +404,11 @@ def _object(doc: Any, path: str | None) -> dict[str, Any] | None:
     return found
 
 
-def _plain_op(doc: Any, path: str | None, before: Any, after: Any) -> str:
+def _plain_op(doc: Any, path: str | None, before: Any, after: Any) -> Op:
     if path is None:
         return "update" if before and after else "insert" if after is not None else "delete"
     raw = _path(doc, path)
-    op = _OPS.get(raw, raw) if isinstance(raw, str) else None
-    if op not in _OPS.values():
+    op = (_OPS.get(raw) or _BY_NAME.get(raw)) if isinstance(raw, str) else None
+    if op is None:
         raise PoisonMessage(f"op field {path!r} holds {raw!r}, not a known op")
-    return str(op)
+    return op

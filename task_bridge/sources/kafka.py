@@ -29,11 +29,11 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from task_bridge.config import KafkaSourceConfig
 from task_bridge.errors import SourceUnavailable
 from task_bridge.events import ChangeEvent, SourcePosition
 from task_bridge.observability import log
 from task_bridge.sources.base import Commit, Poison, SourceItem
+from task_bridge.sources.config import KafkaSourceConfig
 from task_bridge.sources.connect import column_types
 from task_bridge.sources.debezium import (
     JsonMapping,

@@ -20,10 +20,8 @@ import httpx
 from pydantic import SecretStr
 
 from task_bridge.errors import PermanentDeliveryError, TransientDeliveryError
-from task_bridge.jsonenc import PayloadError, dumps_payload
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import Delivered, TargetStore
-from task_bridge.targets.http import TargetConfigBase, json_body, request, user_agent
+from task_bridge.targets.base import Call, Delivered, TargetDeps
+from task_bridge.targets.http import NO_BODY, HttpTarget, TargetConfigBase, json_body
 from task_bridge.yamlsrc import did_you_mean
 
 DEFAULT_BASE_URL = "https://copilotz.com"
@@ -42,118 +40,7 @@ class CopilotzConfig(TargetConfigBase):
     password: SecretStr
     namespace: str
 
-
-class CopilotzTarget:
-    kind = "copilotz"
-    supported_ops = frozenset({"create", "upsert", "update", "close", "advance"})
-
-    def __init__(
-        self, name: str, config: CopilotzConfig, client: httpx.AsyncClient, store: TargetStore
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.client = client
-        self.store = store
-        self.base_url = config.base_url.rstrip("/")
-        self._token: str | None = None
-        self._expires = datetime(1970, 1, 1, tzinfo=UTC)  # no token yet
-        self._login_lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"CopilotzTarget(name={self.name!r}, base_url={self.base_url!r})"
-
-    # -- auth ------------------------------------------------------------------------------------
-
-    async def _login(self, stale: str | None) -> str:
-        async with self._login_lock:
-            fresh = datetime.now(UTC) < self._expires - TOKEN_MARGIN
-            if self._token is not None and self._token != stale and fresh:
-                return self._token  # another request logged in meanwhile
-            body = {
-                "username": self.config.username,
-                "password": self.config.password.get_secret_value(),
-                "namespace": self.config.namespace,
-            }
-            response = await request(
-                self.client,
-                "POST",
-                f"{self.base_url}/api/auth/login",
-                content=dumps_payload(body),
-                headers={"Content-Type": "application/json", "User-Agent": user_agent()},
-                timeout=self.config.timeout,
-            )
-            data = json_body(response) or {}
-            token = data.get("accessToken") if isinstance(data, dict) else None
-            if not isinstance(token, str):
-                raise TransientDeliveryError("copilotz login answered without an accessToken")
-            self._token = token
-            self._expires = _parse_expiry(data.get("expiresAt"))
-            return token
-
-    async def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """One authenticated call; a 401 logs in again once and repeats it."""
-        token = self._token
-        if token is None or datetime.now(UTC) >= self._expires - TOKEN_MARGIN:
-            token = await self._login(token)
-        for attempt in (1, 2):
-            headers = {
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "User-Agent": user_agent(),
-            }
-            try:
-                return await request(
-                    self.client,
-                    method,
-                    f"{self.base_url}{path}",
-                    content=None if body is None else _encode(body),
-                    headers=headers,
-                    timeout=self.config.timeout,
-                )
-            except PermanentDeliveryError as exc:
-                if exc.http_status != 401 or attempt == 2:
-                    raise
-                token = await self._login(token)
-        raise AssertionError("unreachable")
-
-    # -- operations ------------------------------------------------------------------------------
-
-    async def send(self, op: StoredOp) -> Delivered:
-        remote_id = self.store.get_remote_id(self.name, op.uid)
-        if remote_id is None:
-            found = await self._find(op.uid)
-            if found is not None:
-                remote_id = str(found["_id"])
-                self.store.set_remote_id(self.name, op.uid, remote_id)
-        body: dict[str, Any] = dict(op.payload)
-        if op.op in ("create", "upsert") and remote_id is None:
-            response = await self._call("POST", "/rest/tasks", {**body, "extId": op.uid})
-            data = json_body(response)
-            new_id = data.get("_id") if isinstance(data, dict) else None
-            if new_id is None:
-                raise PermanentDeliveryError("copilotz create answered without an _id")
-            return Delivered(response.status_code, str(new_id), data)
-        if remote_id is None:
-            raise PermanentDeliveryError(f"no copilotz task with extId '{op.uid}' to {op.op}")
-        if op.op == "close":
-            body = {"status": "completed"}
-        elif op.op == "advance":
-            current = await self._find(op.uid)
-            context = dict((current or {}).get("context") or {})
-            context.update(body.get("context") or {})
-            body = {**body, "context": context}
-        response = await self._call("PUT", f"/rest/tasks/{remote_id}", body)
-        return Delivered(response.status_code, remote_id, json_body(response))
-
-    async def _find(self, uid: str) -> dict[str, Any] | None:
-        response = await self._call("GET", f"/rest/tasks?{urlencode({'extId': uid})}")
-        data = json_body(response)
-        items = data.get("data") if isinstance(data, dict) else data
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, dict) and item.get("extId") == uid and "_id" in item:
-                    return item
-        return None
+    OPS = frozenset({"create", "upsert", "update", "close", "advance"})
 
     def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
         problems = [
@@ -174,15 +61,95 @@ class CopilotzTarget:
             problems.append("task.extId: set from the action's uid; remove it")
         return problems
 
-    async def aclose(self) -> None:
+
+class CopilotzTarget(HttpTarget):
+    """Authorization is per call (a login token that expires); `self.headers` carries none."""
+
+    kind = "copilotz"
+    config: CopilotzConfig
+
+    def __init__(self, name: str, config: CopilotzConfig, deps: TargetDeps) -> None:
+        super().__init__(name, config, deps)
+        self._token: str | None = None
+        self._expires = datetime(1970, 1, 1, tzinfo=UTC)  # no token yet
+        self._login_lock = asyncio.Lock()
+
+    # -- auth ------------------------------------------------------------------------------------
+
+    async def _login(self, stale: str | None) -> str:
+        async with self._login_lock:
+            fresh = datetime.now(UTC) < self._expires - TOKEN_MARGIN
+            if self._token is not None and self._token != stale and fresh:
+                return self._token  # another request logged in meanwhile
+            body = {
+                "username": self.config.username,
+                "password": self.config.password.get_secret_value(),
+                "namespace": self.config.namespace,
+            }
+            response = await self.call("POST", "/api/auth/login", body)
+            data = json_body(response) or {}
+            token = data.get("accessToken") if isinstance(data, dict) else None
+            if not isinstance(token, str):
+                raise TransientDeliveryError("copilotz login answered without an accessToken")
+            self._token = token
+            self._expires = _parse_expiry(data.get("expiresAt"))
+            return token
+
+    async def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """One authenticated call; a 401 logs in again once and repeats it."""
+        token = self._token
+        if token is None or datetime.now(UTC) >= self._expires - TOKEN_MARGIN:
+            token = await self._login(token)
+        for attempt in (1, 2):
+            auth = {"Authorization": f"Bearer {token}"}
+            try:
+                return await self.call(
+                    method, path, NO_BODY if body is None else body, headers=auth
+                )
+            except PermanentDeliveryError as exc:
+                if exc.http_status != 401 or attempt == 2:
+                    raise
+                token = await self._login(token)
+        raise AssertionError("unreachable")
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def send(self, call: Call) -> Delivered:
+        remote_id = self.store.get_remote_id(self.name, call.uid)
+        if remote_id is None:
+            found = await self._find(call.uid)
+            if found is not None:
+                remote_id = str(found["_id"])
+                self.store.set_remote_id(self.name, call.uid, remote_id)
+        body: dict[str, Any] = dict(call.payload)
+        if call.op in ("create", "upsert") and remote_id is None:
+            response = await self._call("POST", "/rest/tasks", {**body, "extId": call.uid})
+            data = json_body(response)
+            new_id = data.get("_id") if isinstance(data, dict) else None
+            if new_id is None:
+                raise PermanentDeliveryError("copilotz create answered without an _id")
+            return Delivered(response.status_code, str(new_id), data)
+        if remote_id is None:
+            raise PermanentDeliveryError(f"no copilotz task with extId '{call.uid}' to {call.op}")
+        if call.op == "close":
+            body = {"status": "completed"}
+        elif call.op == "advance":
+            current = await self._find(call.uid)
+            context = dict((current or {}).get("context") or {})
+            context.update(body.get("context") or {})
+            body = {**body, "context": context}
+        response = await self._call("PUT", f"/rest/tasks/{remote_id}", body)
+        return Delivered(response.status_code, remote_id, json_body(response))
+
+    async def _find(self, uid: str) -> dict[str, Any] | None:
+        response = await self._call("GET", f"/rest/tasks?{urlencode({'extId': uid})}")
+        data = json_body(response)
+        items = data.get("data") if isinstance(data, dict) else data
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and item.get("extId") == uid and "_id" in item:
+                    return item
         return None
-
-
-def _encode(body: Any) -> str:
-    try:
-        return dumps_payload(body)
-    except PayloadError as exc:
-        raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
 
 
 def _parse_expiry(value: Any) -> datetime:

@@ -6,8 +6,9 @@ is used as is, any other string becomes `UUID(md5(uid))`.
 Fragment allows 60 requests/min, so when several upserts are due they go out as one
 `PUT /tasks/batch {"items": [...]}` (idempotent bulk upsert). The batch response is not
 documented: an `items` list of the same length is read per item (an item carrying an HTTP-like
-`status` >= 400 failed), anything else counts as every item applied. A batch refused as a whole
-raises; delivery then sends its ops one at a time, so only a bad item dies.
+`status` >= 400 failed, classified like a response of its own). A 2xx answer that cannot be read
+per item, or a batch refused as a whole, raises: delivery then sends the ops one at a time, so
+each gets an answer of its own and only a bad item dies.
 """
 
 from __future__ import annotations
@@ -20,21 +21,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, SecretStr
 
-from task_bridge.errors import (
-    DeliveryError,
-    PermanentDeliveryError,
-    RetryAfter,
-    TransientDeliveryError,
-)
-from task_bridge.jsonenc import PayloadError, dumps_payload
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import Delivered
+from task_bridge.errors import DeliveryError, PermanentDeliveryError
+from task_bridge.targets.base import Call, Delivered, TargetDeps
 from task_bridge.targets.http import (
-    TRANSIENT_STATUSES,
+    HttpTarget,
     TargetConfigBase,
+    classify,
+    encode_body,
     json_body,
-    request,
-    user_agent,
 )
 from task_bridge.yamlsrc import did_you_mean
 
@@ -74,86 +68,7 @@ class FragmentConfig(TargetConfigBase):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1000)
     """Most upserts per `PUT /tasks/batch`; 1 turns batching off."""
 
-
-def fragment_task_uuid(uid: str) -> str:
-    """The Fragment task UUID for a rendered UID (md5 of the UID unless it is a UUID)."""
-    # what uuid.UUID strips before it wants 32 hex digits: most UIDs fail here, without the
-    # cost of an exception
-    digits = uid.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
-    if len(digits) == 32:
-        try:
-            return str(uuid.UUID(uid))
-        except ValueError:
-            pass
-    h = hashlib.md5(uid.encode("utf-8")).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # str(uuid.UUID(h)), cheaper
-
-
-class FragmentTarget:
-    kind = "fragment"
-    supported_ops = frozenset({"create", "upsert", "update", "close"})
-    batch_ops = BATCH_OPS
-
-    def __init__(self, name: str, config: FragmentConfig, client: httpx.AsyncClient) -> None:
-        self.name = name
-        self.config = config
-        self.max_batch = config.batch_size
-        self.client = client
-        self.base_url = config.base_url.rstrip("/")
-        self._headers = {
-            "Authorization": f"Bearer {config.token.get_secret_value()}",
-            "User-Agent": config.user_agent or user_agent(),
-            "Content-Type": "application/json",
-        }
-
-    def __repr__(self) -> str:
-        return f"FragmentTarget(name={self.name!r}, base_url={self.base_url!r})"
-
-    async def send(self, op: StoredOp) -> Delivered:
-        task_uuid = fragment_task_uuid(op.uid)
-        body: dict[str, Any] = dict(op.payload)
-        if op.op in ("create", "upsert"):
-            method = "PUT"
-        elif op.op == "update":
-            method = "PATCH"
-        elif op.op == "close":
-            method, body["status"] = "PATCH", "DONE"
-        else:
-            raise PermanentDeliveryError(f"fragment does not support op '{op.op}'")
-        response = await request(
-            self.client,
-            method,
-            f"{self.base_url}/tasks/{task_uuid}",
-            content=_encode(body),
-            headers=self._headers,
-            timeout=self.config.timeout,
-        )
-        return Delivered(response.status_code, task_uuid, json_body(response))
-
-    async def send_batch(self, ops: Sequence[StoredOp]) -> list[Delivered | DeliveryError]:
-        encoded: dict[int, str] = {}
-        results: dict[int, Delivered | DeliveryError] = {}
-        uuids = {op.seq: fragment_task_uuid(op.uid) for op in ops}
-        for op in ops:
-            try:
-                encoded[op.seq] = dumps_payload({**op.payload, "uid": uuids[op.seq]})
-            except PayloadError as exc:
-                results[op.seq] = PermanentDeliveryError(f"payload cannot be encoded: {exc}")
-        if encoded:
-            response = await request(
-                self.client,
-                "PUT",
-                f"{self.base_url}/tasks/batch",
-                content='{"items": [' + ", ".join(encoded.values()) + "]}",
-                headers=self._headers,
-                timeout=self.config.timeout,
-            )
-            sent = [op for op in ops if op.seq in encoded]
-            for op, result in zip(sent, _per_item(response, len(sent)), strict=True):
-                if isinstance(result, Delivered):
-                    result = Delivered(result.http_status, uuids[op.seq], result.response)
-                results[op.seq] = result
-        return [results[op.seq] for op in ops]
+    OPS = frozenset({"create", "upsert", "update", "close"})
 
     def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
         if not isinstance(task, dict):
@@ -172,38 +87,90 @@ class FragmentTarget:
             problems.append(f"task.status: must be one of {', '.join(STATUSES)}")
         return problems
 
-    async def aclose(self) -> None:
-        return None
+
+def fragment_task_uuid(uid: str) -> str:
+    """The Fragment task UUID for a rendered UID (md5 of the UID unless it is a UUID)."""
+    # what uuid.UUID strips before it wants 32 hex digits: most UIDs fail here, without the
+    # cost of an exception
+    digits = uid.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+    if len(digits) == 32:
+        try:
+            return str(uuid.UUID(uid))
+        except ValueError:
+            pass
+    h = hashlib.md5(uid.encode("utf-8")).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # str(uuid.UUID(h)), cheaper
 
 
-def _encode(body: Any) -> str:
-    try:
-        return dumps_payload(body)
-    except PayloadError as exc:
-        raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
+class FragmentTarget(HttpTarget):
+    kind = "fragment"
+    batch_ops = BATCH_OPS
+    config: FragmentConfig
+
+    def __init__(self, name: str, config: FragmentConfig, deps: TargetDeps) -> None:
+        super().__init__(name, config, deps)
+        self.max_batch = config.batch_size
+        if config.user_agent:
+            self.headers["User-Agent"] = config.user_agent
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.token.get_secret_value()}"}
+
+    async def send(self, call: Call) -> Delivered:
+        task_uuid = fragment_task_uuid(call.uid)
+        body: dict[str, Any] = dict(call.payload)
+        if call.op in ("create", "upsert"):
+            method = "PUT"
+        elif call.op == "update":
+            method = "PATCH"
+        elif call.op == "close":
+            method, body["status"] = "PATCH", "DONE"
+        else:
+            raise PermanentDeliveryError(f"fragment does not support op '{call.op}'")
+        response = await self.call(method, f"/tasks/{task_uuid}", body)
+        return Delivered(response.status_code, task_uuid, json_body(response))
+
+    async def send_batch(self, calls: Sequence[Call]) -> list[Delivered | DeliveryError]:
+        results: list[Delivered | DeliveryError | None] = [None] * len(calls)
+        uuids = [fragment_task_uuid(call.uid) for call in calls]
+        encoded: dict[int, str] = {}
+        for i, call in enumerate(calls):
+            try:
+                encoded[i] = encode_body({**call.payload, "uid": uuids[i]})
+            except PermanentDeliveryError as exc:
+                results[i] = exc
+        if encoded:
+            response = await self.call(
+                "PUT", "/tasks/batch", content='{"items": [' + ", ".join(encoded.values()) + "]}"
+            )
+            for i, result in zip(encoded, _per_item(response, len(encoded)), strict=True):
+                if isinstance(result, Delivered):
+                    result = Delivered(result.http_status, uuids[i], result.response)
+                results[i] = result
+        return [result for result in results if result is not None]
 
 
 def _per_item(response: httpx.Response, count: int) -> list[Delivered | DeliveryError]:
-    """Per-item outcomes of a 2xx batch response (see the module docstring)."""
-    try:
-        answered = json_body(response).get("items")
-    except AttributeError:
-        answered = None
+    """Per-item outcomes of a 2xx batch response (see the module docstring). An answer that
+    cannot be read per item raises: delivery then sends the calls one at a time (idempotent
+    PUTs), each with an answer of its own, instead of counting them as delivered unseen."""
+    data = json_body(response)
+    answered = data.get("items") if isinstance(data, dict) else None
     if not isinstance(answered, list) or len(answered) != count:
-        return [Delivered(response.status_code) for _ in range(count)]
+        got = f"{len(answered)} items" if isinstance(answered, list) else "no items list"
+        raise PermanentDeliveryError(
+            f"HTTP {response.status_code} from PUT /tasks/batch: the answer cannot be read per"
+            f" item ({got} for {count}); sending them one at a time",
+            http_status=response.status_code,
+        )
     out: list[Delivered | DeliveryError] = []
     for item in answered:
         status = item.get("status") if isinstance(item, dict) else None
-        if isinstance(status, int) and status >= 400:
+        if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+            assert isinstance(item, dict)
             message = f"HTTP {status} for this item of PUT /tasks/batch: {item.get('detail', '')}"
-            if status >= 500 or status in TRANSIENT_STATUSES:
-                error: DeliveryError = (
-                    RetryAfter(1.0, message, http_status=status)
-                    if status == 429
-                    else TransientDeliveryError(message, http_status=status)
-                )
-            else:
-                error = PermanentDeliveryError(message, http_status=status)
+            error = classify(status, 1.0 if status == 429 else None, message)
+            assert error is not None
             out.append(error)
         else:
             out.append(Delivered(response.status_code, response=item))

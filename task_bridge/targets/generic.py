@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from task_bridge.errors import PermanentDeliveryError
 from task_bridge.jsonenc import PayloadError, dumps_payload
-from task_bridge.outbox.base import StoredOp
-from task_bridge.rules.budget import RenderLimitError
-from task_bridge.rules.templates import Renderer, Templates
-from task_bridge.targets.base import Delivered, TargetStore
-from task_bridge.targets.http import TargetConfigBase, json_body, request, user_agent
+from task_bridge.targets.base import Call, Delivered, TargetDeps
+from task_bridge.targets.http import HttpTarget, TargetConfigBase, json_body, request
+from task_bridge.templating import Renderer, RenderLimitError, Templates
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -45,6 +42,10 @@ class HttpTargetConfig(TargetConfigBase):
     idempotency_key: bool = False
     ops: dict[str, HttpOpConfig] = Field(min_length=1)
 
+    @property
+    def supported_ops(self) -> frozenset[str]:
+        return frozenset(self.ops)
+
 
 class _CompiledOp:
     def __init__(self, spec: HttpOpConfig, templates: Templates) -> None:
@@ -55,52 +56,45 @@ class _CompiledOp:
         self.uses_remote_id = "remote_id" in spec.path or "remote_id" in str(spec.body)
 
 
-class GenericHttpTarget:
+class GenericHttpTarget(HttpTarget):
     kind = "http"
+    config: HttpTargetConfig
 
-    def __init__(
-        self, name: str, config: HttpTargetConfig, client: httpx.AsyncClient, store: TargetStore
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.client = client
-        self.store = store
-        self.base_url = config.base_url.rstrip("/")
-        self.templates = Templates()
+    def __init__(self, name: str, config: HttpTargetConfig, deps: TargetDeps) -> None:
+        super().__init__(name, config, deps)
+        self.templates = deps.templates
         self.ops = {op: _CompiledOp(spec, self.templates) for op, spec in config.ops.items()}
-        self.supported_ops = frozenset(config.ops)
-        self._headers = {"Content-Type": "application/json", "User-Agent": user_agent()}
-        self._headers.update(config.headers)
-        if config.token is not None:
-            self._headers["Authorization"] = (
-                f"{config.auth_scheme} {config.token.get_secret_value()}"
-            )
+        self.headers.update(config.headers)
 
-    def __repr__(self) -> str:
-        return f"GenericHttpTarget(name={self.name!r}, base_url={self.base_url!r})"
+    def auth_headers(self) -> dict[str, str]:
+        if self.config.token is None:
+            return {}
+        return {
+            "Authorization": f"{self.config.auth_scheme} {self.config.token.get_secret_value()}"
+        }
 
-    async def send(self, op: StoredOp) -> Delivered:
-        compiled = self.ops.get(op.op)
+    async def send(self, call: Call) -> Delivered:
+        compiled = self.ops.get(call.op)
         if compiled is None:
-            raise PermanentDeliveryError(f"target '{self.name}' has no '{op.op}' operation")
-        remote_id = self.store.get_remote_id(self.name, op.uid)
+            raise PermanentDeliveryError(f"target '{self.name}' has no '{call.op}' operation")
+        remote_id = self.store.get_remote_id(self.name, call.uid)
         if compiled.uses_remote_id and remote_id is None:
             raise PermanentDeliveryError(
-                f"no remote id known for uid '{op.uid}' (its create has not been delivered)"
+                f"no remote id known for uid '{call.uid}' (its create has not been delivered)"
             )
         ctx = self.templates.context(
             {
-                "uid": op.uid,
-                "op": op.op,
-                "op_id": op.op_id,
-                "task": op.payload,
+                "uid": call.uid,
+                "op": call.op,
+                "op_id": call.op_id,
+                "task": call.payload,
                 "remote_id": remote_id,
             }
         )
         self.templates.budget.start()
         try:
             path = compiled.path(ctx)
-            headers = {**self._headers, **{k: r(ctx) for k, r in compiled.headers.items()}}
+            headers = {**self.headers, **{k: r(ctx) for k, r in compiled.headers.items()}}
             body = None if compiled.body is None else compiled.body(ctx)
             content = None if body is None else dumps_payload(body)
         except PayloadError as exc:
@@ -110,7 +104,7 @@ class GenericHttpTarget:
         except Exception as exc:  # the user's template failed for this op
             raise PermanentDeliveryError(f"template: {type(exc).__name__}: {exc}") from exc
         if self.config.idempotency_key:
-            headers["Idempotency-Key"] = op.op_id
+            headers["Idempotency-Key"] = call.op_id
         response = await request(
             self.client,
             compiled.spec.method,
@@ -128,12 +122,6 @@ class GenericHttpTarget:
         data = json_body(response)
         found = _dig(data, compiled.spec.remote_id) if compiled.spec.remote_id else None
         return Delivered(response.status_code, None if found is None else str(found), data)
-
-    def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
-        return []
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _dig(data: Any, path: str) -> Any:

@@ -1,8 +1,12 @@
-"""The one place that knows httpx's exceptions and HTTP status codes.
+"""The one place that knows httpx's exceptions and HTTP status codes, and the HTTP target base.
 
-Foreign errors are translated once, here, into `task_bridge.errors`: transient ones retry, a 429 or
-a `Retry-After` becomes the `RetryAfter` signal, the rest are permanent. Messages never carry
+Foreign errors are translated once, here, into `task_bridge.errors`: `classify` decides for every
+target (batch items included) what a status means: transient ones retry, a transient one with
+`Retry-After` becomes the `RetryAfter` signal, the rest are permanent. Messages never carry
 request headers (the token lives there, G8).
+
+`HttpTarget` owns what every HTTP target repeats: the base URL, auth headers, User-Agent, JSON
+encoding, the request and its error mapping, and the optional members' defaults.
 """
 
 from __future__ import annotations
@@ -10,14 +14,21 @@ from __future__ import annotations
 import email.utils
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, ClassVar, Final
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
 from task_bridge.durations import Duration, Rate
-from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
+from task_bridge.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryAfter,
+    TransientDeliveryError,
+)
+from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.redaction import Redactor, credential_values
+from task_bridge.targets.base import TargetBase, TargetDeps
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 BODY_EXCERPT_CHARS = 300
@@ -39,7 +50,7 @@ def release(response: httpx.Response) -> httpx.Response:
 
 
 class TargetConfigBase(BaseModel):
-    """Keys every target takes."""
+    """Keys every target takes, and what `validate` asks of an action of this target."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +58,23 @@ class TargetConfigBase(BaseModel):
     base_url: str
     rate_limit: Rate | None = None
     timeout: Duration | None = None
+
+    OPS: ClassVar[frozenset[str]] = frozenset()
+    """The ops a rule may send to this kind of target."""
+    UNSUPPORTED_NOTE: ClassVar[str] = ""
+    """Said after "does not support op ...", e.g. why the API cannot."""
+
+    @property
+    def supported_ops(self) -> frozenset[str]:
+        return self.OPS
+
+    @property
+    def unsupported_note(self) -> str:
+        return self.UNSUPPORTED_NOTE
+
+    def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
+        """Problems with one action's `task` (`task.key: message`); empty = fine."""
+        return []
 
 
 def user_agent() -> str:
@@ -81,6 +109,18 @@ def _excerpt(response: httpx.Response) -> str:
     return text[:BODY_EXCERPT_CHARS] + ("..." if len(text) > BODY_EXCERPT_CHARS else "")
 
 
+def classify(status: int, retry_after: float | None, message: str) -> DeliveryError | None:
+    """What an HTTP status means for delivery: None for 2xx; a 5xx, 408, 409, 425 or 429 is
+    transient (`RetryAfter` when the answer said when); anything else is permanent."""
+    if 200 <= status < 300:
+        return None
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        if retry_after is not None:
+            return RetryAfter(retry_after, message, http_status=status)
+        return TransientDeliveryError(message, http_status=status)
+    return PermanentDeliveryError(message, http_status=status)
+
+
 def check_response(response: httpx.Response) -> httpx.Response:
     """2xx -> the response; anything else -> the matching delivery error."""
     status = response.status_code
@@ -88,13 +128,9 @@ def check_response(response: httpx.Response) -> httpx.Response:
         return response
     where = f"{response.request.method} {response.request.url.path}"
     message = f"HTTP {status} from {where}: {_excerpt(response)}".rstrip(": ")
-    transient = status >= 500 or status in TRANSIENT_STATUSES
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    if transient and retry_after is not None:
-        raise RetryAfter(retry_after, message, http_status=status)
-    if transient:
-        raise TransientDeliveryError(message, http_status=status)
-    raise PermanentDeliveryError(message, http_status=status)
+    error = classify(status, parse_retry_after(response.headers.get("retry-after")), message)
+    assert error is not None
+    raise error
 
 
 async def request(
@@ -137,6 +173,68 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()  # not orjson: it turns integers over 64 bits into floats
     except ValueError:
         return None
+
+
+def encode_body(body: Any) -> str:
+    """A request body as JSON; a value JSON cannot carry is a permanent error of this op."""
+    try:
+        return dumps_payload(body)
+    except PayloadError as exc:
+        raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
+
+
+NO_BODY: Final = object()
+
+
+class HttpTarget(TargetBase):
+    """Base of the HTTP targets: `self.base_url` (no trailing slash), `self.headers` (JSON
+    content type, User-Agent, and `auth_headers()`), and `call()` for one request."""
+
+    def __init__(self, name: str, config: TargetConfigBase, deps: TargetDeps) -> None:
+        super().__init__(name)
+        self.config = config
+        self.client = deps.client
+        self.store = deps.store
+        self.log = deps.logger
+        self.base_url = config.base_url.rstrip("/")
+        self.headers = {
+            "Content-Type": "application/json",
+            "User-Agent": user_agent(),
+            **self.auth_headers(),
+        }
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate every request (none by default)."""
+        return {}
+
+    def __repr__(self) -> str:  # never the headers: the token lives there
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    def url(self, path: str) -> str:
+        """`path` under the base URL (an absolute URL is used as is)."""
+        return path if "://" in path else f"{self.base_url}{path}"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = NO_BODY,
+        *,
+        content: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request: `body` is encoded as JSON (or `content` sent as is); a non-2xx answer
+        or a transport error raises the matching delivery error."""
+        if body is not NO_BODY:
+            content = encode_body(body)
+        return await request(
+            self.client,
+            method,
+            self.url(path),
+            content=content,
+            headers=self.headers if headers is None else {**self.headers, **headers},
+            timeout=self.config.timeout,
+        )
 
 
 class SyncHttp:

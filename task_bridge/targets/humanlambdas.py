@@ -4,7 +4,7 @@
 `Authorization: Token`. The API offers no update, no close and no external id, so creates are
 **at-least-once**: an ambiguous attempt (timeout, dropped connection) is logged as
 `op.possibly_duplicated` and retried. Completed tasks are read back by
-`task_bridge.sources.task_api.HumanLambdasPoller`.
+`task_bridge.targets.humanlambdas_poller.HumanLambdasSource`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import httpx
 from pydantic import Field, SecretStr
 
 from task_bridge.durations import Duration
 from task_bridge.errors import PermanentDeliveryError, TransientDeliveryError
-from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.observability import log
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import Delivered
-from task_bridge.targets.http import TargetConfigBase, json_body, request, user_agent
+from task_bridge.targets.base import Call, Delivered
+from task_bridge.targets.http import HttpTarget, TargetConfigBase, json_body
 from task_bridge.yamlsrc import did_you_mean
 
 DEFAULT_BASE_URL = "https://api.humanlambdas.com"
@@ -46,66 +43,8 @@ class HumanLambdasConfig(TargetConfigBase):
             return [self.queue]
         return list(self.poll_completed or [])
 
-
-class HumanLambdasTarget:
-    kind = "humanlambdas"
-    supported_ops = frozenset({"create"})
-    unsupported_note = "the Human Lambdas API can only create tasks (no update or close)"
-
-    def __init__(
-        self,
-        name: str,
-        config: HumanLambdasConfig,
-        client: httpx.AsyncClient,
-        logger: logging.Logger,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.client = client
-        self.log = logger
-        self.base_url = config.base_url.rstrip("/")
-        self._headers = {
-            "Authorization": f"Token {config.token.get_secret_value()}",
-            "Content-Type": "application/json",
-            "User-Agent": user_agent(),
-        }
-
-    def __repr__(self) -> str:
-        return f"HumanLambdasTarget(name={self.name!r}, base_url={self.base_url!r})"
-
-    async def send(self, op: StoredOp) -> Delivered:
-        if op.op != "create":
-            raise PermanentDeliveryError(f"humanlambdas cannot {op.op}: {self.unsupported_note}")
-        queue = op.payload.get("queue") or self.config.queue
-        try:
-            content = dumps_payload({"data": op.payload.get("data") or {}})
-        except PayloadError as exc:
-            raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
-        try:
-            response = await request(
-                self.client,
-                "POST",
-                f"{self.base_url}/orgs/{self.config.org}/queues/{queue}/tasks/create",
-                content=content,
-                headers=self._headers,
-                timeout=self.config.timeout,
-            )
-        except TransientDeliveryError as exc:
-            if exc.http_status is None:  # no answer: the task may exist already
-                log(
-                    self.log,
-                    logging.WARNING,
-                    "op.possibly_duplicated",
-                    target=self.name,
-                    uid=op.uid,
-                    op_id=op.op_id,
-                    error=str(exc),
-                    note="Human Lambdas has no external id: the retry may create a second task",
-                )
-            raise
-        data = json_body(response)
-        remote = data.get("id") if isinstance(data, dict) else None
-        return Delivered(response.status_code, None if remote is None else str(remote), data)
+    OPS = frozenset({"create"})
+    UNSUPPORTED_NOTE = "the Human Lambdas API can only create tasks (no update or close)"
 
     def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
         problems = [
@@ -120,5 +59,36 @@ class HumanLambdasTarget:
             problems.append("task.data: must be a mapping")
         return problems
 
-    async def aclose(self) -> None:
-        return None
+
+class HumanLambdasTarget(HttpTarget):
+    kind = "humanlambdas"
+    config: HumanLambdasConfig
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.config.token.get_secret_value()}"}
+
+    async def send(self, call: Call) -> Delivered:
+        if call.op != "create":
+            raise PermanentDeliveryError(
+                f"humanlambdas cannot {call.op}: {self.config.unsupported_note}"
+            )
+        queue = call.payload.get("queue") or self.config.queue
+        path = f"/orgs/{self.config.org}/queues/{queue}/tasks/create"
+        try:
+            response = await self.call("POST", path, {"data": call.payload.get("data") or {}})
+        except TransientDeliveryError as exc:
+            if exc.http_status is None:  # no answer: the task may exist already
+                log(
+                    self.log,
+                    logging.WARNING,
+                    "op.possibly_duplicated",
+                    target=self.name,
+                    uid=call.uid,
+                    op_id=call.op_id,
+                    error=str(exc),
+                    note="Human Lambdas has no external id: the retry may create a second task",
+                )
+            raise
+        data = json_body(response)
+        remote = data.get("id") if isinstance(data, dict) else None
+        return Delivered(response.status_code, None if remote is None else str(remote), data)

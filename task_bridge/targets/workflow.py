@@ -24,15 +24,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx
 from pydantic import SecretStr
 
 from task_bridge.durations import Duration
 from task_bridge.errors import PermanentDeliveryError
-from task_bridge.jsonenc import PayloadError, dumps_payload
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import Delivered, TargetStore
-from task_bridge.targets.http import TargetConfigBase, json_body, request, user_agent
+from task_bridge.jsonenc import dumps_payload
+from task_bridge.targets.base import Call, Delivered, TargetDeps
+from task_bridge.targets.http import NO_BODY, HttpTarget, TargetConfigBase, json_body
 
 TERMINAL = {"success", "failed", "cancelled", "skipped", "hot"}
 STEP_STATUS = {
@@ -83,70 +81,67 @@ class WorkflowConfig(TargetConfigBase):
     poll_interval: Duration = 1.0
     poll_timeout: Duration = 300.0
 
+    OPS = frozenset({"complete_step", "run_automation"})
 
-class WorkflowTarget:
+    def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
+        keys = COMPLETE_KEYS if op == "complete_step" else AUTOMATION_KEYS
+        problems = [f"task.{key}: unknown {op} key" for key in task if key not in keys]
+        if op == "complete_step":
+            problems += [
+                f"task.{key}: required for complete_step"
+                for key in ("execution_id", "step_id")
+                if key not in task
+            ]
+            status = task.get("status")
+            if isinstance(status, str) and "{" not in status and status not in STEP_STATUSES:
+                problems.append(f"task.status: must be one of {', '.join(STEP_STATUSES)}")
+        elif not ({"entity_id", "query"} & set(task)):
+            problems.append("task.entity_id: run_automation needs entity_id (or query)")
+        return problems
+
+
+class WorkflowTarget(HttpTarget):
     kind = "workflow"
-    supported_ops = frozenset({"complete_step", "run_automation"})
+    config: WorkflowConfig
 
     def __init__(
         self,
         name: str,
         config: WorkflowConfig,
-        client: httpx.AsyncClient,
-        store: TargetStore,
+        deps: TargetDeps,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
-        self.config = config
-        self.client = client
-        self.store = store
+        super().__init__(name, config, deps)
         self.clock = clock
-        base = config.base_url.rstrip("/")
-        self.entity_url = (config.entity_url or base).rstrip("/")
-        self.workflow_url = (config.workflow_url or base).rstrip("/")
-        self.automation_url = (config.automation_url or base).rstrip("/")
-        self._headers = {
-            "Authorization": f"Bearer {config.token.get_secret_value()}",
-            "Content-Type": "application/json",
-            "User-Agent": user_agent(),
-        }
+        self.entity_url = (config.entity_url or self.base_url).rstrip("/")
+        self.workflow_url = (config.workflow_url or self.base_url).rstrip("/")
+        self.automation_url = (config.automation_url or self.base_url).rstrip("/")
 
-    def __repr__(self) -> str:
-        return f"WorkflowTarget(name={self.name!r}, base_url={self.config.base_url!r})"
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.token.get_secret_value()}"}
 
     async def _call(self, method: str, url: str, body: Any = None) -> Any:
-        try:
-            content = None if body is None else dumps_payload(body)
-        except PayloadError as exc:
-            raise PermanentDeliveryError(f"payload cannot be encoded: {exc}") from exc
-        response = await request(
-            self.client,
-            method,
-            url,
-            content=content,
-            headers=self._headers,
-            timeout=self.config.timeout,
-        )
+        response = await self.call(method, url, NO_BODY if body is None else body)
         return json_body(response)
 
-    async def send(self, op: StoredOp) -> Delivered:
-        task = dict(op.payload)
-        if op.op == "complete_step":
+    async def send(self, call: Call) -> Delivered:
+        task = dict(call.payload)
+        if call.op == "complete_step":
             execution_id, step_id = _required(task, "execution_id"), _required(task, "step_id")
             body = {k: v for k, v in task.items() if k not in ("execution_id", "step_id")}
             body.setdefault("status", "COMPLETED")
             step = await self._patch_step(execution_id, step_id, body)
             return Delivered(200, f"{execution_id}/{step_id}", step)
-        if op.op == "run_automation":
-            return await self._run_automation(op, task)
-        raise PermanentDeliveryError(f"workflow does not support op '{op.op}'")
+        if call.op == "run_automation":
+            return await self._run_automation(call, task)
+        raise PermanentDeliveryError(f"workflow does not support op '{call.op}'")
 
     async def _patch_step(self, execution_id: str, step_id: str, body: dict[str, Any]) -> Any:
         url = f"{self.workflow_url}/v1/workflows/executions/{execution_id}/steps/{step_id}"
         return await self._call("PATCH", url, body)
 
-    async def _run_automation(self, op: StoredOp, task: dict[str, Any]) -> Delivered:
-        state_key = f"workflow:{self.name}:{op.op_id}"
+    async def _run_automation(self, call: Call, task: dict[str, Any]) -> Delivered:
+        state_key = f"workflow:{self.name}:{call.op_id}"
         stored = self.store.get_state(state_key)
         if stored is not None:  # started before a crash or retry: resume polling it
             started = _loads(stored)
@@ -229,25 +224,6 @@ class WorkflowTarget:
             if self.clock() + self.config.poll_interval > deadline:
                 return "timeout"
             await asyncio.sleep(self.config.poll_interval)  # the API's polling cadence
-
-    def check_action(self, op: str, task: dict[str, Any]) -> list[str]:
-        keys = COMPLETE_KEYS if op == "complete_step" else AUTOMATION_KEYS
-        problems = [f"task.{key}: unknown {op} key" for key in task if key not in keys]
-        if op == "complete_step":
-            problems += [
-                f"task.{key}: required for complete_step"
-                for key in ("execution_id", "step_id")
-                if key not in task
-            ]
-            status = task.get("status")
-            if isinstance(status, str) and "{" not in status and status not in STEP_STATUSES:
-                problems.append(f"task.status: must be one of {', '.join(STEP_STATUSES)}")
-        elif not ({"entity_id", "query"} & set(task)):
-            problems.append("task.entity_id: run_automation needs entity_id (or query)")
-        return problems
-
-    async def aclose(self) -> None:
-        return None
 
 
 def find_step(flow: list[Any], step_id: str) -> dict[str, Any] | None:

@@ -20,6 +20,8 @@ from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.rules.chains import ChainRenderer
+from task_bridge.targets.base import TargetDeps
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 
 TOKEN = "queue-token"
@@ -54,21 +56,26 @@ def _ops() -> list[Operation]:
 
 
 async def _deliver_until(
-    fake: FakeFragment, outbox: SqliteOutbox, delivered: int, deadline_s: float
+    fake: FakeFragment,
+    outbox: SqliteOutbox,
+    delivered: int,
+    deadline_s: float,
+    batch_size: int = 1,
 ) -> None:
     """Run delivery (concurrency 4) until `delivered` ops are, then stop it."""
     async with httpx.AsyncClient() as client:
         config = FragmentConfig(
-            kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=1
+            kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=batch_size
         )
         delivery = Delivery(
             outbox,
-            {"fragment": FragmentTarget("fragment", config, client)},
+            {"fragment": FragmentTarget("fragment", config, TargetDeps.of(client))},
             RetryPolicy(),
             concurrency=4,
             rate_limits={},
             logger=logging.getLogger("test"),
             metrics=Metrics(),
+            chains=ChainRenderer(),
         )
         stop = asyncio.Event()
         run = asyncio.create_task(delivery.run(stop))
@@ -101,3 +108,20 @@ def test_queued_jobs_keep_task_order_and_go_back_to_pending_on_stop(
         path = f"/tasks/{fragment_task_uuid(f'task-{u}')}"
         sent = [r["body"]["fields"]["n"] for r in puts if r["path"] == path]
         assert sent == list(range(PER_UID)), f"task-{u} in order"
+
+
+def test_a_batch_answer_that_cannot_be_read_per_item_is_not_counted_as_delivered(
+    fake: FakeFragment, tmp_path: Path
+) -> None:
+    """A 2xx batch answer without a per-item list (here: the batch was not applied) sends the
+    ops one at a time instead of counting them delivered: every task exists at the API."""
+    fake.add_fault({"path_regex": "^/tasks/batch$", "status": 200, "body": {"ok": True}})
+    outbox = SqliteOutbox(str(tmp_path / "outbox.db"))
+    ops = [op for op in _ops() if op.op_id.startswith("op-000-")]  # one upsert per task
+    try:
+        outbox.put(ops, "test", None, time.time())
+        asyncio.run(_deliver_until(fake, outbox, len(ops), deadline_s=60, batch_size=50))
+    finally:
+        outbox.close()
+    assert {fragment_task_uuid(f"task-{u}") for u in range(UIDS)} <= set(fake.tasks())
+    assert any(r["path"] == "/tasks/batch" for r in fake.ledger()), "a batch was tried"

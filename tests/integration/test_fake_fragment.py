@@ -24,8 +24,7 @@ from pydantic import SecretStr
 from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
 from task_bridge.events import UNCHANGED
 from task_bridge.fakes.fragment import FakeFragment
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import Delivered
+from task_bridge.targets.base import Call, Delivered, TargetDeps
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 from task_bridge.testing.postgres import free_port
 
@@ -39,29 +38,11 @@ def fake() -> Iterator[FakeFragment]:
         yield server
 
 
-def _op(op: str, uid: str = "order-1", payload: dict[str, Any] | None = None) -> StoredOp:
-    now = time.time()
-    return StoredOp(
-        seq=1,
-        op_id="op-id",
-        target="fragment",
-        uid=uid,
-        op=op,
-        rule="rule",
-        action_index=0,
-        position="pg:0/1:0",
-        payload=payload if payload is not None else {},
-        status="inflight",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-        last_error=None,
-        http_status=None,
-    )
+def _op(op: str, uid: str = "order-1", payload: dict[str, Any] | None = None) -> Call:
+    return Call("op-id", "fragment", op, uid, payload if payload is not None else {}, 1)
 
 
-def _send(fake: FakeFragment | str, *ops: StoredOp, **config: Any) -> list[Delivered]:
+def _send(fake: FakeFragment | str, *ops: Call, **config: Any) -> list[Delivered]:
     """Send ops in order through one FragmentTarget (base URL: the fake's or the one given)."""
     base_url = fake if isinstance(fake, str) else fake.url
 
@@ -70,7 +51,7 @@ def _send(fake: FakeFragment | str, *ops: StoredOp, **config: Any) -> list[Deliv
             cfg = FragmentConfig(
                 kind="fragment", base_url=base_url, token=SecretStr(TOKEN), **config
             )
-            target = FragmentTarget("fragment", cfg, client)
+            target = FragmentTarget("fragment", cfg, TargetDeps.of(client))
             try:
                 return [await target.send(op) for op in ops]
             finally:

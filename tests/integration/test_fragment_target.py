@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ from pydantic import SecretStr
 
 from task_bridge.errors import PermanentDeliveryError, RetryAfter, TransientDeliveryError
 from task_bridge.fakes.fragment import FakeFragment
-from task_bridge.outbox.base import StoredOp
+from task_bridge.targets.base import Call, TargetDeps
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
 from task_bridge.targets.http import parse_retry_after
 from task_bridge.testing.postgres import free_port
@@ -21,35 +20,17 @@ from task_bridge.testing.postgres import free_port
 TOKEN = "very-secret-token"
 
 
-def _op(op: str, uid: str = "order-1", payload: dict[str, Any] | None = None) -> StoredOp:
-    now = time.time()
-    return StoredOp(
-        seq=1,
-        op_id="id",
-        target="fragment",
-        uid=uid,
-        op=op,
-        rule="rule",
-        action_index=0,
-        position="pg:0/1:0",
-        payload=payload or {},
-        status="inflight",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-        last_error=None,
-        http_status=None,
-    )
+def _op(op: str, uid: str = "order-1", payload: dict[str, Any] | None = None) -> Call:
+    return Call("id", "fragment", op, uid, payload or {}, 1)
 
 
-def _send(url: str, op: StoredOp, timeout: float | None = None) -> Any:
+def _send(url: str, op: Call, timeout: float | None = None) -> Any:
     async def go() -> Any:
         async with httpx.AsyncClient() as client:
             config = FragmentConfig(
                 kind="fragment", base_url=url, token=SecretStr(TOKEN), timeout=timeout
             )
-            return await FragmentTarget("fragment", config, client).send(op)
+            return await FragmentTarget("fragment", config, TargetDeps.of(client)).send(op)
 
     return asyncio.run(go())
 

@@ -22,12 +22,12 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from task_bridge.config import KafkaSourceConfig
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.operations import Operation
 from task_bridge.rules import RuleEngine, load_rules
 from task_bridge.sources.base import SourceItem
+from task_bridge.sources.config import KafkaSourceConfig
 from task_bridge.sources.kafka import KafkaSource
 from task_bridge.sources.postgres.source import PostgresSource
 from task_bridge.testing.kafka import KafkaBroker

@@ -176,3 +176,15 @@ def test_a_newer_schema_version_is_refused(open_box: Callable[[], PostgresOutbox
     box.set_state("schema_version", "99")
     with pytest.raises(OutboxError, match="schema version 99"):
         open_box()
+
+
+def test_outbox_commits_are_durable_where_the_server_defaults_to_async_commit(
+    open_box: Callable[[], PostgresOutbox], pg_dsn: str
+) -> None:
+    """G1: the source is acknowledged once the outbox commit returns, so that commit must be
+    flushed: the outbox's sessions use synchronous_commit=on even where the server's default
+    (the test cluster's, here) or the database's is off (a crash lost acknowledged changes)."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    box = open_box()
+    assert box._conn.execute("SHOW synchronous_commit").fetchone() == ("on",)

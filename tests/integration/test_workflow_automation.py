@@ -4,7 +4,6 @@ kill -9 while polling resumes the same execution instead of starting a second on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from task_bridge.fakes.workflow import FakeWorkflow
-from task_bridge.outbox.base import StoredOp
-from task_bridge.targets.base import MemoryStore
+from task_bridge.targets.base import Call, TargetDeps
 from task_bridge.targets.workflow import WorkflowConfig, WorkflowTarget
 from tests.integration.conftest import BridgeEnv
 from tests.integration.test_targets_e2e import TOKEN, _seed_workflow, _step
@@ -27,29 +25,11 @@ def workflow() -> Iterator[FakeWorkflow]:
         yield fake
 
 
-def _op(op_id: str, entity: str) -> StoredOp:
-    now = time.time()
-    return StoredOp(
-        seq=1,
-        op_id=op_id,
-        target="wf",
-        uid=f"auto-{op_id}",
-        op="run_automation",
-        rule="r",
-        action_index=0,
-        position="pg:0/1:0",
-        payload={"entity_id": entity},
-        status="inflight",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-        last_error=None,
-        http_status=None,
-    )
+def _op(op_id: str, entity: str) -> Call:
+    return Call(op_id, "wf", "run_automation", f"auto-{op_id}", {"entity_id": entity}, 1)
 
 
-def _run(fake: FakeWorkflow, op: StoredOp, timeout: float = 5.0) -> Any:
+def _run(fake: FakeWorkflow, op: Call, timeout: float = 5.0) -> Any:
     async def go() -> Any:
         async with httpx.AsyncClient() as client:
             config = WorkflowConfig(
@@ -59,7 +39,7 @@ def _run(fake: FakeWorkflow, op: StoredOp, timeout: float = 5.0) -> Any:
                 poll_interval=0.01,
                 poll_timeout=timeout,
             )
-            return await WorkflowTarget("wf", config, client, MemoryStore()).send(op)
+            return await WorkflowTarget("wf", config, TargetDeps.of(client)).send(op)
 
     return asyncio.run(go())
 

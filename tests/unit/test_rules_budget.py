@@ -14,7 +14,7 @@ import pytest
 from task_bridge.errors import RuleError
 from task_bridge.events import ChangeEvent, SourcePosition
 from task_bridge.rules import RuleEngine, load_rules
-from task_bridge.rules.budget import RenderBudget
+from task_bridge.templating.budget import RenderBudget
 from task_bridge.yamlsrc import load_yaml_text
 
 

@@ -12,7 +12,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SecurityError
 
 from task_bridge.events import UNCHANGED
-from task_bridge.rules.templates import Templates, UnchangedValueError, _native, lone_expression
+from task_bridge.templating.sandbox import Templates, UnchangedValueError, _native, lone_expression
 
 ROW: dict[str, Any] = {
     "id": 7,
@@ -267,7 +267,7 @@ def test_direct_comparisons_match_jinja(source: str) -> None:
         except Exception as exc:
             return type(exc)
 
-    from task_bridge.rules.templates import _condition
+    from task_bridge.templating.sandbox import _condition
 
     assert outcome(templates.condition(source)) == outcome(
         templates._expression(source, _condition)

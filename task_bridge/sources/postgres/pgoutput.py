@@ -20,7 +20,7 @@ from psycopg import pq
 from psycopg.adapt import AdaptersMap
 
 from task_bridge.errors import SourceError
-from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition, format_lsn
+from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition, format_lsn
 from task_bridge.sources.base import Commit
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -239,7 +239,7 @@ class PgOutputDecoder:
         return {n: row[n] for n in rel.ident_names if n in row}
 
     def _event(
-        self, op: str, rel: Relation, after: dict[str, Any] | None, before: dict[str, Any] | None
+        self, op: Op, rel: Relation, after: dict[str, Any] | None, before: dict[str, Any] | None
     ) -> ChangeEvent:
         event = ChangeEvent(
             op=op,

@@ -1,4 +1,5 @@
-"""Completed Human Lambdas tasks as change events (the feedback loop), a `Source` for `Ingest`.
+"""Completed Human Lambdas tasks as change events (the feedback loop), a `Source` for `Ingest`
+(registered as the `humanlambdas` kind's sources: `poll_completed` queues).
 
 Every `poll_interval` it reads `GET .../queues/{queue}/tasks/completed?offset&limit`, newest
 first, page by page until it reaches tasks it has already seen (offset paging shifts while
@@ -15,17 +16,22 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from task_bridge.errors import DeliveryError, SourceUnavailable
 from task_bridge.events import ChangeEvent, SourcePosition
-from task_bridge.sources.base import Commit, Idle, SourceItem
+from task_bridge.sources.base import Commit, Idle, Source, SourceItem
 from task_bridge.targets.http import SyncHttp
 from task_bridge.targets.humanlambdas import HumanLambdasConfig
 
-KIND = "task_api"
+KIND: Final = "task_api"
 SCHEMA = "humanlambdas"
 MAX_PAGES = 1000
+
+
+def completed_task_sources(target: str, config: HumanLambdasConfig) -> list[Source]:
+    """One poller per queue whose completed tasks are events (`poll_completed`)."""
+    return [HumanLambdasSource(target, config, queue) for queue in config.polled_queues()]
 
 
 class HumanLambdasSource:

@@ -25,7 +25,7 @@ from jinja2.utils import missing
 
 from task_bridge.events import UNCHANGED
 from task_bridge.jsonenc import dumps_payload
-from task_bridge.rules.budget import RenderBudget, RenderLimitError
+from task_bridge.templating.budget import RenderBudget, RenderLimitError
 
 Renderer = Callable[[Context], Any]
 

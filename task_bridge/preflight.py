@@ -12,7 +12,7 @@ from task_bridge.config import LoadedConfig
 from task_bridge.errors import SourceUnavailable
 from task_bridge.rules.loader import RuleSet
 from task_bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, describe
-from task_bridge.sources.task_api import SCHEMA as TASK_API_SCHEMA
+from task_bridge.targets.humanlambdas_poller import SCHEMA as TASK_API_SCHEMA
 
 ROW_NAMES = ("after", "before", "row")
 

@@ -1,0 +1,79 @@
+"""The `source:` section of `bridge.yaml`: one of `postgres` or `kafka` (models only; the
+sources that read them live beside this module)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from task_bridge.durations import Duration
+from task_bridge.sources.connect import declared_type
+
+DEFAULT_SLOT = "task_bridge"
+DEFAULT_PUBLICATION = "task_bridge"
+DEFAULT_STATUS_INTERVAL_S = 10.0
+DEFAULT_LAG_WARN_BYTES = 1 << 30
+DEFAULT_GROUP_ID = "task-bridge"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSourceConfig(_Model):
+    dsn: SecretStr
+    slot: str = DEFAULT_SLOT
+    publication: str = DEFAULT_PUBLICATION
+    snapshot: Literal["never"] = "never"
+    status_interval: Duration = DEFAULT_STATUS_INTERVAL_S
+    lag_warn_bytes: int = DEFAULT_LAG_WARN_BYTES
+
+
+def _pg_type(text: str) -> str:
+    declared_type(text)  # ValueError names the known types
+    return text
+
+
+PgType = Annotated[str, AfterValidator(_pg_type)]
+"""A Postgres column type that `task_bridge.sources.connect.declared_type` knows."""
+
+
+class KafkaSourceConfig(_Model):
+    bootstrap_servers: list[str] | str
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = None
+    """A regex of topics to follow instead of (or besides) `topics`."""
+    group_id: str = DEFAULT_GROUP_ID
+    format: Literal["debezium", "json"] = "debezium"
+    json_mapping: dict[str, str] | None = None
+    """For `format: json`: where table/op/before/after/key sit in a record."""
+    client: dict[str, Any] = Field(default_factory=dict)
+    """Passed to kafka-python's KafkaConsumer as is (security_protocol, sasl_*, ssl_*...)."""
+    column_types: dict[str, dict[str, PgType]] = Field(default_factory=dict)
+    """`schema.table` -> column -> Postgres type, for records without a schema (README, Kafka)."""
+    heartbeat_topic_prefix: str = "__debezium-heartbeat"
+    max_poll_records: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _some_topics(self) -> KafkaSourceConfig:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("kafka: name `topics` or a `topic_pattern`")
+        if self.format == "json" and not self.json_mapping:
+            raise ValueError("kafka: format json needs a `json_mapping` (at least `table`)")
+        return self
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, ("***" if key == "client" and value else value)
+
+
+class SourceConfig(_Model):
+    postgres: PostgresSourceConfig | None = None
+    kafka: KafkaSourceConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceConfig:
+        if (self.postgres is None) == (self.kafka is None):
+            raise ValueError("configure exactly one of postgres | kafka")
+        return self
