@@ -33,8 +33,8 @@ from task_bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
 from task_bridge.redaction import Redactor
 from task_bridge.rules.chains import DEFERRED, is_deferred
 from task_bridge.rules.engine import RuleEngine
-from task_bridge.sources.connect import ColumnTypes, column_types
 from task_bridge.sources.debezium import PoisonMessage, decode_debezium_json
+from task_bridge.sources.kafka_connect import ColumnTypes, column_types
 
 
 class _Parser(argparse.ArgumentParser):

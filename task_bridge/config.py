@@ -22,17 +22,13 @@ from pydantic import (
     create_model,
 )
 
+from task_bridge import defaults
 from task_bridge.durations import Duration
 from task_bridge.errors import ConfigError
 from task_bridge.redaction import secret_values
 from task_bridge.sources.config import SourceConfig
 from task_bridge.targets import REGISTRY, TargetConfigBase
-from task_bridge.templating.budget import (
-    DEFAULT_MAX_CHARS,
-    DEFAULT_MAX_SECONDS,
-    DEFAULT_MAX_STEPS,
-    RenderBudget,
-)
+from task_bridge.templating.budget import RenderBudget
 from task_bridge.yamlsrc import (
     KeyPath,
     YamlDoc,
@@ -42,34 +38,28 @@ from task_bridge.yamlsrc import (
     load_yaml_file,
 )
 
-DEFAULT_OUTBOX_URL = "sqlite:///outbox.db"
-DEFAULT_CONCURRENCY = 32
-DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_RETENTION_S = 7 * 86400.0
-DEFAULT_SHUTDOWN_GRACE_S = 15.0
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OutboxConfig(_Model):
-    url: SecretStr = SecretStr(DEFAULT_OUTBOX_URL)
+    url: SecretStr = SecretStr(defaults.OUTBOX_URL)
     """A Postgres URL holds a password."""
-    retention: Duration = DEFAULT_RETENTION_S
+    retention: Duration = defaults.RETENTION_S
 
 
 class RetryConfig(_Model):
-    max_attempts: int = Field(12, ge=1)
-    initial_backoff: Duration = 0.5
-    max_backoff: Duration = 300.0
-    max_age: Duration = 86400.0
+    max_attempts: int = Field(defaults.MAX_ATTEMPTS, ge=1)
+    initial_backoff: Duration = defaults.INITIAL_BACKOFF_S
+    max_backoff: Duration = defaults.MAX_BACKOFF_S
+    max_age: Duration = defaults.MAX_AGE_S
 
 
 class DeliveryConfig(_Model):
-    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=1024)
-    timeout: Duration = DEFAULT_TIMEOUT_S
-    shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE_S
+    concurrency: int = Field(defaults.CONCURRENCY, ge=1, le=1024)
+    timeout: Duration = defaults.TIMEOUT_S
+    shutdown_grace: Duration = defaults.SHUTDOWN_GRACE_S
     retry: RetryConfig = RetryConfig()
 
 
@@ -77,12 +67,12 @@ class LimitsConfig(_Model):
     """Bounds on what the rules may cost for one event (G11): past one, that operation is
     dead-lettered with the reason and everything else goes on."""
 
-    payload_bytes: int = Field(DEFAULT_MAX_CHARS, ge=1024)
+    payload_bytes: int = Field(defaults.PAYLOAD_BYTES, ge=1024)
     """Largest rendered payload of one operation (and any one rendered text in it)."""
-    render_steps: int = Field(DEFAULT_MAX_STEPS, ge=100)
+    render_steps: int = Field(defaults.RENDER_STEPS, ge=100)
     """Steps (calls, attribute reads, operators, `range` items, output parts) one event's
     templates may take."""
-    render_time: Duration = DEFAULT_MAX_SECONDS
+    render_time: Duration = defaults.RENDER_TIME_S
     """Time one event's templates may take."""
 
     def budget(self) -> RenderBudget:

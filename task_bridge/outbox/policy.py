@@ -13,10 +13,12 @@ from typing import cast
 
 from tenacity import RetryCallState, wait_exponential
 
-DEFAULT_MAX_ATTEMPTS = 12
-DEFAULT_INITIAL_BACKOFF_S = 0.5
-DEFAULT_MAX_BACKOFF_S = 300.0
-DEFAULT_MAX_AGE_S = 86400.0
+from task_bridge import defaults
+
+DEFAULT_MAX_ATTEMPTS = defaults.MAX_ATTEMPTS
+DEFAULT_INITIAL_BACKOFF_S = defaults.INITIAL_BACKOFF_S
+DEFAULT_MAX_BACKOFF_S = defaults.MAX_BACKOFF_S
+DEFAULT_MAX_AGE_S = defaults.MAX_AGE_S
 
 
 class _Attempt:

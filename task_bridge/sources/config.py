@@ -7,14 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from task_bridge import defaults
 from task_bridge.durations import Duration
-from task_bridge.sources.connect import declared_type
-
-DEFAULT_SLOT = "task_bridge"
-DEFAULT_PUBLICATION = "task_bridge"
-DEFAULT_STATUS_INTERVAL_S = 10.0
-DEFAULT_LAG_WARN_BYTES = 1 << 30
-DEFAULT_GROUP_ID = "task-bridge"
+from task_bridge.sources.kafka_connect import declared_type
 
 
 class _Model(BaseModel):
@@ -23,11 +18,11 @@ class _Model(BaseModel):
 
 class PostgresSourceConfig(_Model):
     dsn: SecretStr
-    slot: str = DEFAULT_SLOT
-    publication: str = DEFAULT_PUBLICATION
+    slot: str = defaults.SLOT
+    publication: str = defaults.PUBLICATION
     snapshot: Literal["never"] = "never"
-    status_interval: Duration = DEFAULT_STATUS_INTERVAL_S
-    lag_warn_bytes: int = DEFAULT_LAG_WARN_BYTES
+    status_interval: Duration = defaults.STATUS_INTERVAL_S
+    lag_warn_bytes: int = defaults.LAG_WARN_BYTES
 
 
 def _pg_type(text: str) -> str:
@@ -36,7 +31,7 @@ def _pg_type(text: str) -> str:
 
 
 PgType = Annotated[str, AfterValidator(_pg_type)]
-"""A Postgres column type that `task_bridge.sources.connect.declared_type` knows."""
+"""A Postgres column type that `task_bridge.sources.kafka_connect.declared_type` knows."""
 
 
 class KafkaSourceConfig(_Model):
@@ -44,7 +39,7 @@ class KafkaSourceConfig(_Model):
     topics: list[str] = Field(default_factory=list)
     topic_pattern: str | None = None
     """A regex of topics to follow instead of (or besides) `topics`."""
-    group_id: str = DEFAULT_GROUP_ID
+    group_id: str = defaults.GROUP_ID
     format: Literal["debezium", "json"] = "debezium"
     json_mapping: dict[str, str] | None = None
     """For `format: json`: where table/op/before/after/key sit in a record."""

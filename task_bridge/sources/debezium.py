@@ -14,8 +14,8 @@ change into delete + create; `MicroDuration` counts a month as 30.4375 days (psy
 precision is cut to microseconds; unknown semantic names decode by their plain Connect type.
 
 Without a schema (`schemas.enable=false`) nothing in the record says what a column is: columns
-declared in `kafka.column_types` decode by their Postgres type
-(`task_bridge.sources.connect`), others pass as JSON gives them: decimals as base64 strings (or
+declared in `kafka.column_types` decode by their Postgres type (`sources.kafka_connect`),
+others pass as JSON gives them: decimals as base64 strings (or
 numbers / `{"scale", "value"}` structs), timestamps and dates as integers, timestamptz and
 uuid as strings, json/jsonb as JSON *text*, bytea as base64 strings.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from task_bridge.errors import ConfigError, SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition
-from task_bridge.sources.connect import ColumnTypes, Decoder, Schema, decode_value
+from task_bridge.sources.kafka_connect import ColumnTypes, Decoder, Schema, decode_value
 
 MARKER = "__debezium_unavailable_value"
 _MARKER_B64 = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="  # base64 of MARKER's UTF-8

@@ -34,13 +34,13 @@ from task_bridge.events import ChangeEvent, SourcePosition
 from task_bridge.observability import log
 from task_bridge.sources.base import Commit, Poison, SourceItem
 from task_bridge.sources.config import KafkaSourceConfig
-from task_bridge.sources.connect import column_types
 from task_bridge.sources.debezium import (
     JsonMapping,
     PoisonMessage,
     decode_debezium,
     decode_plain_json,
 )
+from task_bridge.sources.kafka_connect import column_types
 
 RAW_MAX_BYTES = 64 * 1024
 # Fast group joins: the defaults take ~20 s per rebalance

@@ -15,9 +15,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-DEFAULT_MAX_STEPS = 100_000
-DEFAULT_MAX_SECONDS = 1.0
-DEFAULT_MAX_CHARS = 1_048_576
+from task_bridge import defaults
+
+DEFAULT_MAX_STEPS = defaults.RENDER_STEPS
+DEFAULT_MAX_SECONDS = defaults.RENDER_TIME_S
+DEFAULT_MAX_CHARS = defaults.PAYLOAD_BYTES
 MAX_INT_BITS = 65_536
 """An integer operator result may not grow past this many bits (`10**10**9` would take
 minutes and gigabytes)."""

@@ -13,8 +13,8 @@ import pytest
 from task_bridge.config import load_config
 from task_bridge.errors import ConfigError
 from task_bridge.events import UNCHANGED
-from task_bridge.sources.connect import column_types, declared_type
 from task_bridge.sources.debezium import MARKER, PoisonMessage, decode_debezium, decode_plain_json
+from task_bridge.sources.kafka_connect import column_types, declared_type
 from tests.unit.test_debezium import REF, TOPIC, enc, key_doc, value_doc
 
 
