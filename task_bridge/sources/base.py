@@ -10,6 +10,7 @@
 - `Idle(position)`: the source has nothing in flight; once earlier work is durable, `position`
   may be acknowledged too (G9: confirms keepalive positions so a quiet slot holds no WAL).
 
+A position is text; a `Checkpoint` (a str) also decides how it merges into the stored one.
 The caller stores the checkpoint with the operations in one outbox transaction, then calls
 `ack(position)`. Required: all members. A source raises `SourceUnavailable` when the connection
 drops; the caller closes it and opens it again from the stored checkpoint.
@@ -23,9 +24,28 @@ from typing import Any, Protocol
 from task_bridge.events import ChangeEvent, SourcePosition
 
 
+class Checkpoint(str):
+    """A source position that owns how it combines with the stored one.
+
+    The outbox's `put(ops, source, checkpoint, now)` stores a plain `str` as it is (it replaces
+    the stored position). A source whose position has parts that several writers share passes
+    a subclass whose `merge` folds what it holds into the stored text: Kafka partition offsets,
+    which bridges sharing one outbox split among them (`kafka.PartitionOffsets`). It is a
+    `str`, so ingest, the writer, `Source.ack` and logs handle it as the position text; the
+    outbox calls `merge` inside the write transaction and never reads the text itself.
+    """
+
+    __slots__ = ()
+
+    def merge(self, stored: str | None) -> str:
+        """The text to store given the stored one (None: nothing stored yet). Replaces."""
+        return str(self)
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     position: str
+    """A plain str, or a `Checkpoint` that merges itself into the stored one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from task_bridge.events import UNCHANGED
 from task_bridge.operations import Operation
 from task_bridge.outbox.base import OpResult, StoredOp
 from task_bridge.outbox.postgres import PostgresOutbox
-from task_bridge.outbox.sql import SqlOutbox
+from task_bridge.outbox.shared import SqlOutbox
 from task_bridge.outbox.sqlite import SqliteOutbox, dumps_payload
 from task_bridge.testing.postgres import TempCluster
 from tests.support.ops import make_op
