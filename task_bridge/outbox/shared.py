@@ -23,7 +23,7 @@ from typing import Any, Protocol, Self
 
 from task_bridge.errors import OutboxError
 from task_bridge.operations import Operation, StepResult
-from task_bridge.outbox.base import STATUSES, OpResult, Status, StoredOp
+from task_bridge.outbox.base import FINISHED, STATUSES, OpResult, Status, StoredOp
 from task_bridge.outbox.rows import encode_op, encode_response, row_to_op
 from task_bridge.outbox.statements import CREATE_STATE, Statements
 from task_bridge.sources.base import Checkpoint
@@ -44,7 +44,7 @@ def advance_chain(q: Statements, c: Executor, chain: str, now: float) -> None:
     """
     rows = c.execute(q.chain_ops, (chain,)).fetchall()
     for i, (seq, status, on_error, step_id, target, uid) in enumerate(rows):
-        if status in ("delivered", "skipped") or (status == "dead" and on_error == "skip"):
+        if status in FINISHED or (status == "dead" and on_error == "skip"):
             continue
         if status == "dead" and on_error == "stop":
             reason = f"skipped: chain stopped, step {step_id or i} failed"
