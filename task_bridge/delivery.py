@@ -41,9 +41,9 @@ from task_bridge.errors import (
 )
 from task_bridge.observability import Metrics, log
 from task_bridge.outbox.base import OpResult, Outbox, StoredOp
-from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outcomes import Outcomes, op_context
 from task_bridge.redaction import Redactor
+from task_bridge.retry import RetryPolicy
 from task_bridge.rules.chains import ChainRenderer, is_deferred
 from task_bridge.targets.base import BatchingTarget, Delivered, Target, batch_size_of
 
