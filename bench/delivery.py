@@ -18,8 +18,8 @@ from task_bridge.events import SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
-from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outbox.sqlite import SqliteOutbox
+from task_bridge.retry import RetryPolicy
 from task_bridge.rules.chains import ChainRenderer
 from task_bridge.targets.base import TargetDeps
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid

@@ -23,8 +23,8 @@ from task_bridge.ingest import Ingest
 from task_bridge.observability import Metrics, MetricsServer, log
 from task_bridge.outbox import open_outbox
 from task_bridge.outbox.base import Outbox
-from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.redaction import Redactor, secret_values
+from task_bridge.retry import RetryPolicy
 from task_bridge.rules.chains import ChainRenderer
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet, load_rules

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from task_bridge.observability import log
-from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.retry import RetryPolicy
 
 THRESHOLD = 5
 """Consecutive transient failures of a target before its claims pause."""

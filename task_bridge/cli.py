@@ -29,7 +29,7 @@ from task_bridge.errors import (
 from task_bridge.events import OPS, ChangeEvent, SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import setup_logging
-from task_bridge.outbox.base import STATUSES, Outbox, Status, StoredOp
+from task_bridge.outbox.base import STATUSES, OperatorOutbox, Status, StoredOp
 from task_bridge.redaction import Redactor
 from task_bridge.rules.chains import DEFERRED, is_deferred
 from task_bridge.rules.engine import RuleEngine
@@ -316,13 +316,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         outbox.close()
 
 
-def _ob_list(outbox: Outbox, args: argparse.Namespace) -> int:
+def _ob_list(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     for op in outbox.list(args.status, args.limit):
         print(_op_summary(op))
     return EXIT_OK
 
 
-def _ob_show(outbox: Outbox, args: argparse.Namespace) -> int:
+def _ob_show(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     op = outbox.get(args.op_id)
     if op is None:
         print(f"no operation {args.op_id}", file=sys.stderr)
@@ -332,7 +332,7 @@ def _ob_show(outbox: Outbox, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_retry(outbox: Outbox, args: argparse.Namespace) -> int:
+def _ob_retry(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     now = time.time()
     if args.dead:
         print(f"requeued {outbox.retry_dead(now)} operations")
@@ -347,7 +347,7 @@ def _ob_retry(outbox: Outbox, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_discard(outbox: Outbox, args: argparse.Namespace) -> int:
+def _ob_discard(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     if not outbox.discard(args.op_id):
         print(f"no operation {args.op_id} to discard", file=sys.stderr)
         return EXIT_INVALID
@@ -355,7 +355,7 @@ def _ob_discard(outbox: Outbox, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ob_purge(outbox: Outbox, args: argparse.Namespace) -> int:
+def _ob_purge(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     statuses: list[Status] = []
     if args.delivered:
         statuses.append("delivered")
@@ -373,7 +373,7 @@ def _ob_purge(outbox: Outbox, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_OUTBOX: dict[str, Callable[[Outbox, argparse.Namespace], int]] = {
+_OUTBOX: dict[str, Callable[[OperatorOutbox, argparse.Namespace], int]] = {
     "list": _ob_list,
     "show": _ob_show,
     "retry": _ob_retry,

@@ -44,9 +44,9 @@ from task_bridge.errors import (
 from task_bridge.observability import Metrics, log
 from task_bridge.operations import StepResult
 from task_bridge.outbox.base import OpResult, Outbox, StoredOp
-from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outcomes import Outcomes, op_context
 from task_bridge.redaction import Redactor
+from task_bridge.retry import RetryPolicy
 from task_bridge.targets.base import Call, Delivered, Target, batch_size_of
 
 IDLE_POLL_S = 1.0

@@ -50,6 +50,24 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
+class Checkpoint(str):
+    """A source position that owns how it combines with the stored one.
+
+    The outbox's `put(ops, source, checkpoint, now)` stores a plain `str` as it is (it replaces
+    the stored position). A source whose position has parts that several writers share passes
+    a subclass whose `merge` folds what it holds into the stored text: Kafka partition offsets,
+    which bridges sharing one outbox split among them (`kafka.PartitionOffsets`). It is a
+    `str`, so ingest, the writer, `Source.ack` and logs handle it as the position text; the
+    outbox calls `merge` inside the write transaction and never reads the text itself.
+    """
+
+    __slots__ = ()
+
+    def merge(self, stored: str | None) -> str:
+        """The text to store given the stored one (None: nothing stored yet). Replaces."""
+        return str(self)
+
+
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where an event came from. `key()` is stable and unique per event (G2).

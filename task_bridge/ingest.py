@@ -23,7 +23,7 @@ from task_bridge.errors import SourceUnavailable
 from task_bridge.events import ChangeEvent
 from task_bridge.observability import Metrics, log
 from task_bridge.operations import Operation, operation_id
-from task_bridge.outbox.base import Outbox
+from task_bridge.outbox.base import IngestOutbox
 from task_bridge.outbox.writer import OutboxWriter
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.sources.base import Commit, Idle, Poison, Source
@@ -50,7 +50,7 @@ class Ingest:
         self,
         source: Source,
         engine: RuleEngine,
-        outbox: Outbox,
+        outbox: IngestOutbox,
         *,
         logger: logging.Logger,
         metrics: Metrics,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from task_bridge.errors import RetryAfter, TransientDeliveryError
 from task_bridge.observability import Metrics, log
 from task_bridge.outbox.base import OpResult, StoredOp
-from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.redaction import Redactor
+from task_bridge.retry import RetryPolicy
 from task_bridge.targets.base import Delivered
 
 

@@ -1,6 +1,7 @@
 """Durable outbox: operations and source checkpoints, committed together.
 
-`open_outbox(url, base_dir)` is the one way in; URLs follow SQLAlchemy's convention.
+`open_outbox(url, base_dir)` is the one way in; URLs follow SQLAlchemy's convention. The
+protocol, by caller role, and the op life cycle: `base.py`.
 """
 
 from __future__ import annotations
@@ -9,10 +10,27 @@ import threading
 from pathlib import Path
 
 from task_bridge.errors import ConfigError
-from task_bridge.outbox.base import Outbox
+from task_bridge.outbox.base import (
+    DeliveryOutbox,
+    HousekeepingOutbox,
+    IngestOutbox,
+    OperatorOutbox,
+    Outbox,
+    RemoteStore,
+)
 from task_bridge.outbox.sqlite import SYNCHRONOUS_MODES, SqliteOutbox
 
-__all__ = ["Outbox", "SqliteOutbox", "open_outbox", "sqlite_path"]
+__all__ = [
+    "DeliveryOutbox",
+    "HousekeepingOutbox",
+    "IngestOutbox",
+    "OperatorOutbox",
+    "Outbox",
+    "RemoteStore",
+    "SqliteOutbox",
+    "open_outbox",
+    "sqlite_path",
+]
 
 _URL_HELP = (
     "expected sqlite:///relative.db, sqlite:////absolute/path.db, sqlite:///:memory:"

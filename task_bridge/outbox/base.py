@@ -1,18 +1,45 @@
-"""The outbox protocol: durable operations + source checkpoint, committed together.
+"""The outbox protocol, by role: durable operations + source checkpoint, committed together.
 
-Required members are listed on `Outbox`. An implementation is used from one thread only;
-the app opens one instance per thread (ingest, delivery, CLI) on the same URL. Two exist:
-SQLite (`sqlite.py`, one bridge) and Postgres (`postgres.py`, shared by several bridges),
-over the statements in `sql.py`.
+Each caller sees the slice it uses: `IngestOutbox` (ingest and its writer), `DeliveryOutbox`
+(the delivery loop), `HousekeepingOutbox` (the app's periodic upkeep), `OperatorOutbox`
+(the CLI's `status` and `outbox` commands) and `RemoteStore` (what targets keep: the same
+methods as `targets.base.TargetStore`). `Outbox` is all of them plus `transaction` and `close`:
+what `open_outbox` returns. Two implementations exist: SQLite (`sqlite.py`, one bridge) and
+Postgres (`postgres.py`, shared by several bridges): `shared.py` over `statements.py`.
 
-Statuses: pending -> inflight -> delivered | pending (retry) | dead; `parked` = waiting behind a
-dead op of the same (target, uid). Ordering key is `seq` (insertion order = source order).
+An instance belongs to one thread at a time; the app opens one per thread (ingest, delivery,
+CLI) on the same URL. A `transaction()` belongs to the thread that opened it: a call on the
+instance from another thread while it is open raises `OutboxError` (never joins it silently).
+
+Life cycle of an op (ordering key `seq`: insertion order = source order)::
+
+    put ─┬─▶ pending ──claim──▶ inflight ──delivered──▶ delivered
+         │    ▲ ▲ ▲                │ │ │
+         │    │ │ └────retry───────┘ │ └──skipped (target said so)──▶ skipped
+         │    │ │  (reset/reclaim)   └──failed for good──▶ dead ◀── put (rule error)
+         │    │ └── operator retry ──────────────────────────┘
+         │    └──── unpark (the dead op before it retried or discarded) ── parked
+         ├─▶ parked   (its task has a dead or parked op; a new dead op parks later pending)
+         └─▶ waiting  (chain step) ──steps before it finished──▶ pending
+                                   ──chain stopped─────────────▶ skipped
+
+- pending: due for delivery at `next_attempt_at`; only the head of its (target, uid) is
+  claimed. inflight: claimed by a delivery loop. delivered / skipped: finished; the task's
+  next op becomes its head. dead: failed for good, until an operator redrives or discards it.
+  parked: behind a dead op of the same (target, uid). waiting: a chain step whose earlier
+  steps are not finished yet.
+- Head of a (target, uid): `head = 1` marks its earliest OPEN op (not delivered/skipped).
+  Only CLAIMABLE (pending) heads are claimed, so one task's ops reach the API one at a time,
+  in source order (G4). A task with a BLOCKING (dead/parked) op parks its new ops.
 
 Chains (the actions of one rule for one event, SPEC section 5) share a `chain` key. A chain's
 ops are stored `waiting`; the outbox makes the next one `pending` when the one before it is
 delivered or `skipped`, or dead with `on_error: skip`. A dead step with `on_error: stop` marks
 the rest `skipped`; with `retry` (default) the chain waits for an operator's redrive. Each
 step's response is kept for later steps (`steps.<id>.response`).
+
+The status sets the SQL is built from are named here once (`OPEN`, `FINISHED`, `BLOCKING`,
+`CLAIMABLE`, `TERMINAL`, `RETRYABLE`, `DISCARDABLE`).
 """
 
 from __future__ import annotations
@@ -20,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from task_bridge.operations import Operation, StepResult
 
@@ -34,6 +61,21 @@ STATUSES: tuple[Status, ...] = (
     "waiting",
     "skipped",
 )
+
+FINISHED: tuple[Status, ...] = ("delivered", "skipped")
+"""An op in one of these no longer holds its task: the next op of the (target, uid) is head."""
+OPEN: tuple[Status, ...] = tuple(s for s in STATUSES if s not in FINISHED)
+"""Not finished: the earliest OPEN op of a (target, uid) is its head; later ones wait behind it."""
+BLOCKING: tuple[Status, ...] = ("dead", "parked")
+"""A (target, uid) with an op in one of these parks its later ops (until an operator acts)."""
+CLAIMABLE: Status = "pending"
+"""The status of a claimable op (when it is its task's head and due)."""
+TERMINAL: tuple[Status, ...] = ("delivered", "dead", "skipped")
+"""Delivery has settled the op: a chain step in one of these has a result for later steps."""
+RETRYABLE: tuple[Status, ...] = BLOCKING
+"""What an operator's `retry` / `retry_dead` sends back to pending."""
+DISCARDABLE: tuple[Status, ...] = ("pending", "dead", "parked", "waiting")
+"""What an operator may delete (not inflight: a delivery loop holds it; not finished)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +116,28 @@ class OpResult:
     """The API's answer; stored for chain steps only."""
 
 
-class Outbox(Protocol):
+class IngestOutbox(Protocol):
+    """What ingest (and its `OutboxWriter`) uses: store ops with the checkpoint, read it back."""
+
     def put(self, ops: Sequence[Operation], source: str, checkpoint: str | None, now: float) -> int:
         """Insert ops (insert-or-ignore by op_id; `op.error` set -> stored dead) and, when
         `checkpoint` is given, store it for `source`, all in one transaction. New ops of a
-        (target, uid) that has a dead/parked op are stored parked. A checkpoint that is a JSON
-        object is merged key by key into the stored one (Kafka partitions, which bridges
-        sharing an outbox split among them). Returns rows inserted."""
+        (target, uid) that has a BLOCKING op are stored parked. A `sources.base.Checkpoint`
+        decides what is stored (its `merge` with the stored text, in the same transaction);
+        a plain str replaces the stored one.
+        Returns rows inserted."""
         ...
 
     def get_checkpoint(self, source: str) -> str | None: ...
+
+    def maintain(self) -> None:
+        """Upkeep the ingest writer runs after its commits, outside the write lock (SQLite:
+        a WAL checkpoint at most every second). May do nothing."""
+        ...
+
+
+class DeliveryOutbox(Protocol):
+    """What the delivery loop uses: claim heads, record results, read chain results."""
 
     def claim_due(
         self,
@@ -95,12 +149,8 @@ class Outbox(Protocol):
         ops: Sequence[str] = (),
     ) -> list[StoredOp]:
         """Mark up to `limit` due pending ops inflight and return them, oldest first. Only the
-        head of each (target, uid) is eligible: no earlier op of it pending/inflight/dead/parked.
+        head of each (target, uid) is eligible: no earlier OPEN op of it.
         `target` / `ops` narrow the claim to one target / those op kinds (batching)."""
-        ...
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """The writes the calling thread makes inside run as one transaction."""
         ...
 
     def complete(self, results: Sequence[OpResult]) -> None:
@@ -109,7 +159,12 @@ class Outbox(Protocol):
         ...
 
     def chain_steps(self, chain: str) -> dict[str, StepResult]:
-        """Results of the finished steps (with an `id`) of one chain, by step id."""
+        """Results of the TERMINAL steps (with an `id`) of one chain, by step id."""
+        ...
+
+    def next_due_at(self) -> float | None:
+        """Earliest next_attempt_at among claimable ops (pending heads of their (target, uid)),
+        or None."""
         ...
 
     def reset_inflight(self) -> int:
@@ -121,37 +176,55 @@ class Outbox(Protocol):
         this outbox) -> pending. Returns how many (0 where one process owns the outbox)."""
         ...
 
-    def maintain(self) -> None:
-        """Upkeep the ingest writer runs after its commits, outside the write lock (SQLite:
-        a WAL checkpoint at most every second). May do nothing."""
+    def transaction(self) -> AbstractContextManager[Self]:
+        """`with outbox.transaction() as tx:` the writes made through `tx` (the outbox
+        itself) inside run as one transaction, on the thread that opened it only."""
         ...
 
-    def next_due_at(self) -> float | None:
-        """Earliest next_attempt_at among claimable ops (pending heads of their (target, uid)),
-        or None."""
+
+class HousekeepingOutbox(Protocol):
+    """What the app's periodic upkeep uses: gauges and the retention purge."""
+
+    def counts(self) -> dict[str, int]:
+        """Ops per status; every status is a key, 0 included."""
         ...
 
-    def get(self, op_id: str) -> StoredOp | None: ...
-
-    def list(self, status: Status | None = None, limit: int = 100) -> list[StoredOp]: ...
-
-    def retry(self, op_id: str, now: float) -> bool:
-        """dead/parked op -> pending now (attempts reset), and unpark its UID's later ops."""
-        ...
-
-    def retry_dead(self, now: float) -> int: ...
-
-    def discard(self, op_id: str) -> bool:
-        """Delete a dead/parked/pending op (operator's decision); unparks the UID if it was dead."""
+    def oldest_pending_created_at(self) -> float | None:
+        """created_at of the oldest pending or inflight op (by seq: source order)."""
         ...
 
     def purge(self, statuses: Sequence[Status], older_than: float) -> int:
         """Delete ops in `statuses` last updated before `older_than` (epoch seconds)."""
         ...
 
-    def counts(self) -> dict[str, int]: ...
 
-    def oldest_pending_created_at(self) -> float | None: ...
+class OperatorOutbox(HousekeepingOutbox, Protocol):
+    """What the operator CLI uses: inspect, redrive, discard, purge, status."""
+
+    def get(self, op_id: str) -> StoredOp | None: ...
+
+    def list(self, status: Status | None = None, limit: int = 100) -> list[StoredOp]: ...
+
+    def retry(self, op_id: str, now: float) -> bool:
+        """RETRYABLE op -> pending now (attempts reset), and unpark its UID's later ops."""
+        ...
+
+    def retry_dead(self, now: float) -> int:
+        """Every RETRYABLE op -> pending now, attempts reset. Returns how many."""
+        ...
+
+    def discard(self, op_id: str) -> bool:
+        """Delete a DISCARDABLE op (operator's decision); unparks the UID if it was dead."""
+        ...
+
+    def get_checkpoint(self, source: str) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+class RemoteStore(Protocol):
+    """What targets keep in the outbox database: remote ids and small state (cursors, started
+    automation executions). Structurally `targets.base.TargetStore`."""
 
     def get_remote_id(self, target: str, uid: str) -> str | None: ...
 
@@ -162,5 +235,9 @@ class Outbox(Protocol):
         ...
 
     def set_state(self, key: str, value: str) -> None: ...
+
+
+class Outbox(IngestOutbox, DeliveryOutbox, OperatorOutbox, RemoteStore, Protocol):
+    """Every role, plus `close`: what `open_outbox` returns (one instance per thread)."""
 
     def close(self) -> None: ...

@@ -9,8 +9,9 @@ on the op id, G2), and it delivers what the dead one left undelivered.
 
 - **One writer at a time.** Every write transaction first takes a transaction-level advisory
   lock on the outbox, so writes from every bridge and thread run one after another, as
-  SQLite's do. The shared statements (`sql.py`) keep their meaning: a task's head is decided
-  against everything committed, and `seq` order is commit order.
+  SQLite's do. The shared statements (`statements.py`, in the Postgres dialect) keep their
+  meaning: a task's head is decided against everything committed, and `seq` order is commit
+  order.
 - **Claims name their claimer.** A claiming connection holds a session advisory lock on a key
   of its own for its lifetime and stores that key in `claimed_by`. When a process dies, its
   connection closes and Postgres frees the lock: inflight ops whose claimer's lock can be taken
@@ -22,7 +23,6 @@ on the op id, G2), and it delivers what the dead one left undelivered.
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import threading
@@ -37,7 +37,15 @@ from psycopg import sql
 
 from task_bridge.errors import ConfigError, OutboxError, OutboxUnavailable
 from task_bridge.outbox.base import StoredOp
-from task_bridge.outbox.sql import INDEXES, SIDE_TABLES, Executor, SqlOutbox
+from task_bridge.outbox.shared import Executor, SqlOutbox
+from task_bridge.outbox.statements import (
+    INDEXES,
+    IS_BLOCKING,
+    IS_OPEN,
+    POSTGRES,
+    SIDE_TABLES,
+    Statements,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "task_bridge"
@@ -75,7 +83,7 @@ TABLES = (
 )
 
 # SQLite's INSERT (sqlite_schema.py) with each parameter bound once, in `rows.encode_op`'s order.
-INSERT = """
+INSERT = f"""
 WITH v (op_id, target, uid, op, rule, action_index, position, payload, now, error, chain,
         step_id, on_error) AS (
     VALUES (%s::text, %s::text, %s::text, %s::text, %s::text, %s::int, %s::text, %s::text,
@@ -86,22 +94,14 @@ SELECT v.op_id, v.target, v.uid, v.op, v.rule, v.action_index, v.position, v.pay
     CASE WHEN v.error IS NOT NULL THEN 'dead'
          WHEN v.chain IS NOT NULL THEN 'waiting'
          WHEN EXISTS (SELECT 1 FROM ops b WHERE b.target = v.target AND b.uid = v.uid
-                      AND b.status IN ('dead', 'parked')) THEN 'parked'
+                      AND b.{IS_BLOCKING}) THEN 'parked'
          ELSE 'pending' END,
     CASE WHEN EXISTS (SELECT 1 FROM ops o WHERE o.target = v.target AND o.uid = v.uid
-                      AND o.status NOT IN ('delivered', 'skipped')) THEN 0 ELSE 1 END,
+                      AND o.{IS_OPEN}) THEN 0 ELSE 1 END,
     0, v.now, v.now, v.now, v.error, v.chain, v.step_id, v.on_error
 FROM v
 ON CONFLICT (op_id) DO NOTHING
 """
-
-_HINT = re.compile(r" INDEXED BY \w+")
-
-
-@functools.lru_cache(maxsize=256)
-def _pg_sql(statement: str) -> str:
-    """A shared statement in Postgres's terms: no index hints, `%s` placeholders."""
-    return _HINT.sub("", statement).replace("?", "%s")
 
 
 def _key32(text: str) -> int:
@@ -139,7 +139,7 @@ def redact(url: str) -> str:
 
 
 class _Cursor:
-    """A psycopg cursor that takes the shared (SQLite-flavoured) statements."""
+    """A psycopg cursor as an `Executor` (statements without parameters go without any)."""
 
     __slots__ = ("cur",)
 
@@ -147,13 +147,13 @@ class _Cursor:
         self.cur = cur
 
     def execute(self, statement: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
-        return self.cur.execute(_pg_sql(statement), parameters or None)
+        return self.cur.execute(statement, parameters or None)
 
 
 class PostgresOutbox(SqlOutbox):
     """`task_bridge.outbox.base.Outbox` in a schema of a Postgres database (see the module doc)."""
 
-    _CLAIM_SET = ", claimed_by = ?"
+    sql = Statements(POSTGRES, claim_set=f", claimed_by = {POSTGRES.param}")
 
     def __init__(self, url: str) -> None:
         self.dsn, self.schema = parse_url(url)
@@ -206,7 +206,7 @@ class PostgresOutbox(SqlOutbox):
 
     @contextmanager
     def _tx(self) -> Iterator[Executor]:
-        if self._tx_thread == threading.get_ident():
+        if self._joins():
             yield _Cursor(self._conn.cursor())
             return
         try:
@@ -214,7 +214,7 @@ class PostgresOutbox(SqlOutbox):
                 self._tx_thread = threading.get_ident()
                 try:
                     c = _Cursor(self._conn.cursor())
-                    c.execute("SELECT pg_advisory_xact_lock(?::bigint)", (self._write_key,))
+                    c.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (self._write_key,))
                     yield c
                 finally:
                     self._tx_thread = None
@@ -222,8 +222,9 @@ class PostgresOutbox(SqlOutbox):
             raise self._error(exc) from exc
 
     def _read(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._joins()  # raises if another thread's transaction is open
         try:
-            return self._conn.execute(_pg_sql(statement), params or None).fetchall()
+            return self._conn.execute(statement, params or None).fetchall()
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
@@ -266,14 +267,14 @@ class PostgresOutbox(SqlOutbox):
         while True:
             key = rng.randrange(-(2**31), 2**31)
             got = self._read(
-                "SELECT pg_try_advisory_lock(?::int, ?::int)", (self._claimer_class, key)
+                "SELECT pg_try_advisory_lock(%s::int, %s::int)", (self._claimer_class, key)
             )
             if got[0][0]:
                 break
         with self._tx() as c:
             c.execute(
                 "UPDATE ops SET status = 'pending', claimed_by = NULL"
-                " WHERE status = 'inflight' AND claimed_by = ?",
+                " WHERE status = 'inflight' AND claimed_by = %s",
                 (key,),
             )
         self._claimer = key
@@ -287,7 +288,7 @@ class PostgresOutbox(SqlOutbox):
         with self._tx() as c:
             claimers = c.execute(
                 "SELECT DISTINCT claimed_by FROM ops WHERE status = 'inflight'"
-                " AND claimed_by IS DISTINCT FROM ?",
+                " AND claimed_by IS DISTINCT FROM %s",
                 (self._claimer,),
             ).fetchall()
             dead = [
@@ -295,14 +296,14 @@ class PostgresOutbox(SqlOutbox):
                 for (key,) in claimers
                 if key is None
                 or c.execute(
-                    "SELECT pg_try_advisory_xact_lock(?::int, ?::int)", (self._claimer_class, key)
+                    "SELECT pg_try_advisory_xact_lock(%s::int, %s::int)", (self._claimer_class, key)
                 ).fetchone()[0]
             ]
             if not dead:
                 return 0
             count: int = c.execute(
                 "UPDATE ops SET status = 'pending', claimed_by = NULL WHERE status = 'inflight'"
-                " AND (claimed_by = ANY(?::int[]) OR claimed_by IS NULL)",
+                " AND (claimed_by = ANY(%s::int[]) OR claimed_by IS NULL)",
                 ([key for key in dead if key is not None],),
             ).rowcount
         return count

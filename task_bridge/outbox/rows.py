@@ -1,5 +1,5 @@
 """Rows in and out of the SQL outboxes: ops as insert values, stored rows as `StoredOp`,
-payloads and responses as JSON, merged checkpoints."""
+payloads and responses as JSON."""
 
 from __future__ import annotations
 
@@ -110,12 +110,3 @@ def encode_response(value: Any) -> str | None:
     if len(text) > RESPONSE_MAX_CHARS:
         return json.dumps({"_truncated": f"response of {len(text)} characters not kept"})
     return text
-
-
-def merge_checkpoint(stored: str | None, checkpoint: str) -> str:
-    """A checkpoint that is a JSON object is merged key by key into the stored one: a source
-    with independent positions (Kafka partitions) may be split among bridges sharing one
-    outbox, and each writes only the positions it holds. Any other checkpoint replaces."""
-    if stored is None or not checkpoint.startswith("{") or not stored.startswith("{"):
-        return checkpoint
-    return json.dumps({**json.loads(stored), **json.loads(checkpoint)}, sort_keys=True)

@@ -6,7 +6,8 @@ the process dies. On power loss the last commits may be lost; the source then re
 (the checkpoint is committed with its ops, so the two never disagree). `synchronous=FULL`
 (URL option `?synchronous=full`) also survives power loss at some throughput cost.
 
-The statements and their bookkeeping are shared with the Postgres outbox (`sql.py`).
+The statements (`statements.py`, in the SQLite dialect) and their bookkeeping (`shared.py`) are
+shared with the Postgres outbox.
 
 One instance per thread (ingest, delivery, CLI each open their own); `busy_timeout` lets
 them wait for each other's short write transactions.
@@ -27,7 +28,7 @@ from task_bridge.errors import OutboxError, OutboxUnavailable
 from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.operations import Operation
 from task_bridge.outbox.rows import ROW_FIELDS, checked_payload, encode_op, op_row
-from task_bridge.outbox.sql import Executor, SqlOutbox
+from task_bridge.outbox.shared import Executor, SqlOutbox
 from task_bridge.outbox.sqlite_schema import (
     BUSY_TIMEOUT_MS,
     MIGRATE_V1,
@@ -37,6 +38,7 @@ from task_bridge.outbox.sqlite_schema import (
     SCHEMA_VERSION,
     insert_batch,
 )
+from task_bridge.outbox.statements import SQLITE, Statements
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteOutbox", "dumps_payload"]
 
@@ -86,6 +88,8 @@ of big payloads would otherwise fail whole, every time it is read again."""
 class SqliteOutbox(SqlOutbox):
     """`task_bridge.outbox.base.Outbox` on one SQLite file (or `:memory:` for tests)."""
 
+    sql = Statements(SQLITE)
+
     def __init__(
         self,
         path: str,
@@ -133,8 +137,8 @@ class SqliteOutbox(SqlOutbox):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE); sqlite errors become OutboxError. Inside
-        `transaction()` on the same thread, part of that one."""
-        if self._tx_thread == threading.get_ident():
+        `transaction()` on the same thread, part of that one; from another thread, an error."""
+        if self._joins():
             yield self._conn
             return
         with self._write_lock:
@@ -200,6 +204,7 @@ class SqliteOutbox(SqlOutbox):
             self._read("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._joins()  # raises if another thread's transaction is open
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:

@@ -1,11 +1,11 @@
-"""The SQLite outbox's tables and insert (see `sqlite.py`; shared statements: `sql.py`)."""
+"""The SQLite outbox's tables and insert (see `sqlite.py`; shared statements: `statements.py`)."""
 
 from __future__ import annotations
 
 import functools
 
 from task_bridge.outbox.rows import ROW_FIELDS
-from task_bridge.outbox.sql import INDEXES, SIDE_TABLES
+from task_bridge.outbox.statements import INDEXES, IS_BLOCKING, IS_OPEN, SIDE_TABLES
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
@@ -71,9 +71,9 @@ MIGRATE_V1 = (
 # inside the batch is the same op: OR IGNORE drops it).
 PER_ROW_ALWAYS = frozenset({"op_id", "position", "payload"})
 
-_INSERT_BATCH = """
+_INSERT_BATCH = f"""
 WITH batch AS MATERIALIZED (
-    SELECT CAST(key AS INTEGER) AS i, {columns}
+    SELECT CAST(key AS INTEGER) AS i, {{columns}}
     FROM json_each(:rows)),
 fresh AS MATERIALIZED (
     SELECT * FROM batch b
@@ -91,10 +91,10 @@ SELECT op_id, target, uid, op, rule, action_index, position, payload,
          WHEN chain IS NOT NULL THEN 'waiting'
          WHEN first_dead < i
               OR EXISTS (SELECT 1 FROM ops b WHERE b.target = r.target AND b.uid = r.uid
-                         AND b.status IN ('dead', 'parked')) THEN 'parked'
+                         AND b.{IS_BLOCKING}) THEN 'parked'
          ELSE 'pending' END,
     nth = 1 AND NOT EXISTS (SELECT 1 FROM ops o WHERE o.target = r.target AND o.uid = r.uid
-                            AND o.status NOT IN ('delivered', 'skipped')),
+                            AND o.{IS_OPEN}),
     0, now, now, now, error, chain, step_id, on_error
 FROM ranked r ORDER BY i
 """

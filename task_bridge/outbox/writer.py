@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from task_bridge.operations import Operation
-from task_bridge.outbox.base import Outbox
+from task_bridge.outbox.base import IngestOutbox
 
 QUEUE_BATCHES = 2
 
@@ -35,7 +35,7 @@ class _Batch:
 class OutboxWriter:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: IngestOutbox,
         source: str,
         on_committed: Callable[[Sequence[Operation], int], None],
     ) -> None:

@@ -10,6 +10,7 @@
 - `Idle(position)`: the source has nothing in flight; once earlier work is durable, `position`
   may be acknowledged too (G9: confirms keepalive positions so a quiet slot holds no WAL).
 
+A position is text; an `events.Checkpoint` (a str) also decides how it merges into the stored one.
 The caller stores the checkpoint with the operations in one outbox transaction, then calls
 `ack(position)`. Required: all members. A source raises `SourceUnavailable` when the connection
 drops; the caller closes it and opens it again from the stored checkpoint.
@@ -26,6 +27,7 @@ from task_bridge.events import ChangeEvent, SourcePosition
 @dataclass(frozen=True, slots=True)
 class Commit:
     position: str
+    """A plain str, or a `Checkpoint` that merges itself into the stored one."""
 
 
 @dataclass(frozen=True, slots=True)

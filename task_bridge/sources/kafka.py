@@ -30,7 +30,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from task_bridge.errors import SourceUnavailable
-from task_bridge.events import ChangeEvent, SourcePosition
+from task_bridge.events import ChangeEvent, Checkpoint, SourcePosition
 from task_bridge.observability import log
 from task_bridge.sources.base import Commit, Poison, SourceItem
 from task_bridge.sources.config import KafkaSourceConfig
@@ -111,12 +111,12 @@ class KafkaSource:
                 if item is not None:
                     items.append(item)
                 self._offsets[f"{tp.topic}:{tp.partition}"] = record.offset + 1
-        # Only the partitions this consumer holds: the outbox merges partition checkpoints, so
-        # bridges sharing one outbox never write back stale offsets of each other's partitions.
+        # Only the partitions this consumer holds, merged into the stored ones (PartitionOffsets),
+        # so bridges sharing one outbox never write back stale offsets of each other's partitions.
         held = {f"{tp.topic}:{tp.partition}" for tp in self._consumer.assignment()}
         held |= {f"{tp.topic}:{tp.partition}" for tp in batches}
         offsets = {key: offset for key, offset in self._offsets.items() if key in held}
-        items.append(Commit(json.dumps(offsets, sort_keys=True)))
+        items.append(Commit(PartitionOffsets(json.dumps(offsets, sort_keys=True))))
         return items
 
     def ack(self, position: str) -> None:
@@ -211,6 +211,21 @@ class KafkaSource:
             "kafka.assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in partitions),
         )
+
+
+class PartitionOffsets(Checkpoint):
+    """`{"topic:partition": next_offset}` of the partitions one consumer holds. Stored, it is
+    merged key by key into the stored map: bridges sharing one outbox split a group's
+    partitions, and each writes only the offsets of its own."""
+
+    __slots__ = ()
+
+    def merge(self, stored: str | None) -> str:
+        held = json.loads(self)
+        known = json.loads(stored) if stored is not None and stored.startswith("{") else None
+        if not isinstance(known, dict):  # nothing stored yet (or not a map: replaced)
+            return str(self)
+        return json.dumps({**known, **held}, sort_keys=True)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

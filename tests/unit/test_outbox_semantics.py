@@ -15,12 +15,14 @@ from uuid import UUID
 
 import pytest
 
-from task_bridge.events import UNCHANGED
+from task_bridge.errors import OutboxError
+from task_bridge.events import UNCHANGED, Checkpoint
 from task_bridge.operations import Operation
 from task_bridge.outbox.base import OpResult, StoredOp
 from task_bridge.outbox.postgres import PostgresOutbox
-from task_bridge.outbox.sql import SqlOutbox
+from task_bridge.outbox.shared import SqlOutbox
 from task_bridge.outbox.sqlite import SqliteOutbox, dumps_payload
+from task_bridge.sources.kafka import PartitionOffsets
 from task_bridge.testing.postgres import TempCluster
 from tests.support.ops import make_op
 
@@ -109,6 +111,48 @@ def test_put_without_checkpoint_keeps_the_stored_one(outbox: SqlOutbox) -> None:
     outbox.put([make_op(1)], SOURCE, None, now=2.0)
     assert outbox.get_checkpoint(SOURCE) == "0/10"
     assert outbox.counts()["pending"] == 1
+
+
+def test_partition_checkpoints_of_two_writers_merge(open_box: Callable[[], SqlOutbox]) -> None:
+    """Kafka's checkpoint holds the partitions its consumer holds; stored, it merges into the
+    stored map, so two writers sharing the outbox keep each other's partitions."""
+    one, two = open_box(), open_box()
+    one.put([], "kafka:g", PartitionOffsets('{"t:0": 10, "t:1": 20}'), now=1.0)
+    two.put([], "kafka:g", PartitionOffsets('{"t:2": 5}'), now=1.0)
+    one.put([make_op(1)], "kafka:g", PartitionOffsets('{"t:0": 11}'), now=2.0)
+    assert json.loads(one.get_checkpoint("kafka:g") or "") == {"t:0": 11, "t:1": 20, "t:2": 5}
+
+
+def test_a_plain_checkpoint_replaces_whatever_its_text(outbox: SqlOutbox) -> None:
+    """A plain str is stored as it is, even when it reads as a JSON object: merging is the
+    source's decision (a `Checkpoint`), never the outbox's reading of the text."""
+    outbox.put([], SOURCE, '{"a": 1, "b": 2}', now=1.0)
+    outbox.put([], SOURCE, '{"a": 3}', now=2.0)
+    assert outbox.get_checkpoint(SOURCE) == '{"a": 3}'
+
+
+class _Highest(Checkpoint):
+    """A made-up merging checkpoint: the higher of the stored and the new number."""
+
+    __slots__ = ()
+
+    def merge(self, stored: str | None) -> str:
+        if stored == "refuse":
+            raise ValueError("cannot merge into 'refuse'")
+        return str(max(int(self), int(stored or 0)))
+
+
+def test_a_checkpoint_merges_inside_the_write_transaction(outbox: SqlOutbox) -> None:
+    """The outbox hands `merge` the stored text and stores its answer, in the transaction of
+    the ops: a merge that fails stores neither the ops nor a checkpoint."""
+    outbox.put([], SOURCE, _Highest("7"), now=1.0)
+    outbox.put([], SOURCE, _Highest("5"), now=2.0)
+    assert outbox.get_checkpoint(SOURCE) == "7"
+    outbox.put([], SOURCE, "refuse", now=3.0)
+    with pytest.raises(ValueError, match="refuse"):
+        outbox.put([make_op(1)], SOURCE, _Highest("9"), now=4.0)
+    assert outbox.get(make_op(1).op_id) is None
+    assert outbox.get_checkpoint(SOURCE) == "refuse"
 
 
 def test_stored_op_round_trips_every_field(outbox: SqlOutbox) -> None:
@@ -535,3 +579,36 @@ def test_transaction_groups_writes_and_rolls_back_together(tmp_path: Any) -> Non
     finally:
         other.close()
         box.close()
+
+
+def test_a_transaction_belongs_to_the_thread_that_opened_it(outbox: SqlOutbox) -> None:
+    """`with outbox.transaction() as tx`: the calls through `tx` are part of it; a call on the
+    instance from another thread meanwhile raises instead of joining it or reading its
+    uncommitted writes, and the transaction commits unharmed."""
+    outbox.put([make_op(1, uid="a"), make_op(2, uid="b")], SOURCE, None, now=1.0)
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        for call in (lambda: outbox.get_state("k"), lambda: outbox.set_state("k", "other")):
+            try:
+                call()
+            except BaseException as exc:
+                errors.append(exc)
+
+    with outbox.transaction() as tx:
+        assert tx is outbox
+        claimed = tx.claim_due(2.0, 1)
+        tx.set_state("k", "mine")
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "the other thread's calls raise, they do not wait"
+    assert [type(e) for e in errors] == [OutboxError, OutboxError]
+    assert "one thread at a time" in str(errors[0])
+    assert ns(claimed) == [1] and status_of(outbox, make_op(1, uid="a")) == "inflight"
+    assert outbox.get_state("k") == "mine"
+    thread = threading.Thread(target=elsewhere)  # no transaction open: another thread may call
+    errors.clear()
+    thread.start()
+    thread.join(10)
+    assert errors == [] and outbox.get_state("k") == "other"

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from task_bridge.errors import BridgeError
-from task_bridge.outbox.policy import RetryPolicy
+from task_bridge.retry import RetryPolicy
 from task_bridge.rules import load_rules
 from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from task_bridge.outbox.policy import (
+from task_bridge.retry import (
     DEFAULT_INITIAL_BACKOFF_S,
     DEFAULT_MAX_AGE_S,
     DEFAULT_MAX_ATTEMPTS,
