@@ -271,7 +271,7 @@ class App:
             sources.append(KafkaSource(kafka, self.log))
         for name, cfg in self.config.targets.items():
             if isinstance(cfg, HumanLambdasConfig):
-                sources += [HumanLambdasSource(name, cfg, q) for q in cfg.polled_queues()]
+                sources += [HumanLambdasSource(name, cfg, q, self.log) for q in cfg.polled_queues()]
         return sources
 
     def _ingest_thread(
