@@ -144,3 +144,23 @@ def test_a_page_without_a_task_list_is_a_retried_error_naming_the_answer(
             _poll(source)
     finally:
         source.close()
+
+
+def test_a_listed_task_without_an_integer_id_is_a_warning_once(
+    fake: FakeHumanLambdas, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An item of the completed list without an integer id cannot be an event (its operations
+    would have no stable id): `humanlambdas.task_skipped` shows it, once per process."""
+    page = {"tasks": [{"title": "no id"}, {"id": "abc", "data": {}}], "next": None}
+    fake.add_fault({"method": "GET", "status": 200, "body": page})
+    source = _source(fake)
+    caplog.set_level(logging.WARNING, logger="task_bridge")
+    source.open(None)
+    try:
+        assert _poll(source) == [Idle(None)]
+        assert _poll(source) == [Idle(None)]
+    finally:
+        source.close()
+    skipped = _warnings(caplog, "humanlambdas.task_skipped")
+    assert [w["task"] for w in skipped] == ['{"title": "no id"}', '{"id": "abc", "data": {}}']
+    assert all("integer id" in w["reason"] for w in skipped)
