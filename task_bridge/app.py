@@ -19,6 +19,7 @@ import httpx
 from task_bridge.config import BridgeConfig, LoadedConfig
 from task_bridge.delivery import Delivery
 from task_bridge.errors import BridgeError, SourceUnavailable, exit_code
+from task_bridge.events import parse_lsn
 from task_bridge.ingest import Ingest
 from task_bridge.observability import Metrics, MetricsServer, log
 from task_bridge.outbox import open_outbox
@@ -279,7 +280,7 @@ class App:
 
             sources.append(KafkaSource(kafka, self.log))
         for name, cfg in self.config.targets.items():
-            sources += target_sources(name, cfg)
+            sources += target_sources(name, cfg, self.log)
         return sources
 
     def _ingest_thread(
@@ -292,7 +293,13 @@ class App:
     ) -> None:
         outbox = open_configured_outbox(self.loaded, self.outbox_lock)
         ingest = Ingest(
-            source, engine, outbox, logger=self.log, metrics=self.metrics, on_enqueued=delivery.wake
+            source,
+            engine,
+            outbox,
+            logger=self.log,
+            metrics=self.metrics,
+            on_enqueued=delivery.wake,
+            checkpoint_position=parse_lsn if isinstance(source, PostgresSource) else None,
         )
         try:
             ingest.run(shared.stop_thread)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
 
 from task_bridge.errors import SourceUnavailable
@@ -58,7 +59,11 @@ class Ingest:
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        checkpoint_position: Callable[[str], float] | None = None,
     ) -> None:
+        """`checkpoint_position` reads a stored checkpoint as the number the
+        `task_bridge_checkpoint_position` gauge shows (the Postgres LSN); None leaves the gauge
+        alone (a Kafka offset map or a Human Lambdas cursor is not one number)."""
         self.source = source
         self.engine = engine
         self.outbox = outbox
@@ -68,7 +73,10 @@ class Ingest:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.clock = clock
+        self.checkpoint_position = checkpoint_position
         self.stats = IngestStats()
+        self._events_by_table: dict[tuple[str, str], Counter] = {}
+        """`task_bridge_events_total` children, so the hot path never calls `.labels()`."""
         self._ops: list[Operation] = []
         self._events_since_commit = 0
         self._checkpoint: str | None = None
@@ -149,6 +157,11 @@ class Ingest:
                     self._first_unflushed = now
                 self._events_since_commit += 1
                 self.stats.events += 1
+                counted = self._events_by_table.get((item.schema, item.table))
+                if counted is None:
+                    counted = self.metrics.events.labels(table=item.qualified_table)
+                    self._events_by_table[(item.schema, item.table)] = counted
+                counted.inc()
                 self._ops.extend(self.engine.evaluate(item))
                 if self.log.isEnabledFor(logging.DEBUG):
                     log(
@@ -237,6 +250,8 @@ class Ingest:
         if position is not None:
             self.source.ack(position)
             self.stats.last_checkpoint = position
+            if self.checkpoint_position is not None:
+                self.metrics.checkpoint_lsn.set(self.checkpoint_position(position))
             if self.log.isEnabledFor(logging.DEBUG):
                 log(self.log, logging.DEBUG, "checkpoint.stored", lsn=position)
         return position

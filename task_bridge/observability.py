@@ -101,7 +101,10 @@ class Metrics:
             "task_bridge_outbox_ops", "Outbox operations by status", ["status"], registry=r
         )
         self.checkpoint_lsn = Gauge(
-            "task_bridge_checkpoint_position", "Last stored position", registry=r
+            "task_bridge_checkpoint_position",
+            "The Postgres source's last stored checkpoint, as an LSN number"
+            " (unset for Kafka: its checkpoint is an offset per partition)",
+            registry=r,
         )
         self.ready = False
 

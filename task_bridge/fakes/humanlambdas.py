@@ -2,7 +2,10 @@
 
 Create (201, `Authorization: Token`), and the completed-tasks list: newest completed first,
 offset/limit pages with DRF-style `count/next/previous`. No update or close (as the real API).
-Tests complete tasks with `complete()` or `POST /humanlambdas/_admin/complete {"id", "data"}`.
+Tests complete tasks with `complete()` or `POST /humanlambdas/_admin/complete {"id", "data"}`;
+`complete_as()` (or `"completed_at"` in that body) lists a task with any `completed_at`, `None`
+or text that is no time, to test readers: such tasks sort first, as Postgres puts NULLs first in
+a descending order.
 """
 
 from __future__ import annotations
@@ -46,10 +49,23 @@ class FakeHumanLambdas(FakeApi):
             task["data"] = {**task["data"], **(data or {})}
             return copy.deepcopy(task)
 
+    def complete_as(
+        self, task_id: int, completed_at: str | None, data: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Mark a task completed with this `completed_at` as given (`None`, or any text)."""
+        with self.lock:
+            task = self._tasks[task_id]
+            task.update(status="completed", completed_at=completed_at)
+            task["data"] = {**task["data"], **(data or {})}
+            return copy.deepcopy(task)
+
     def admin(self, method: str, action: str, body: JsonBody) -> Response | None:
         if action == "complete" and method == "POST" and isinstance(body, dict):
             if body.get("id") not in self._tasks:
                 return Response(404, {"detail": "no such task"})
+            if "completed_at" in body:
+                done = self.complete_as(body["id"], body["completed_at"], body.get("data"))
+                return Response(200, done)
             return Response(200, self.complete(body["id"], body.get("data")))
         return None
 
@@ -94,7 +110,7 @@ class FakeHumanLambdas(FakeApi):
                 for t in self._tasks.values()
                 if t["status"] == "completed" and t["org"] == org and t["queue"] == queue
             ),
-            key=lambda t: (t["completed_at"], t["id"]),
+            key=lambda t: (t["completed_at"] is None, str(t["completed_at"] or ""), t["id"]),
             reverse=True,
         )
         host = request.headers.get("host", "localhost")

@@ -6,7 +6,9 @@ the Postgres LSN. On assignment each partition resumes at the later of the store
 the group's committed one (records below it are skipped). Re-reading is harmless (operation
 ids hash topic, partition and offset, so this outbox ignores what it already holds); skipping
 is not possible. After each
-outbox commit the offsets are also committed to Kafka, best effort, so lag tools see progress.
+outbox commit the offsets are also committed to Kafka, best effort, so lag tools see progress;
+a commit that fails is a `kafka.commit_failed` warning (the next acknowledgement commits again,
+and the outbox checkpoint stays the truth for this bridge).
 
 Several bridges in one group split the partitions; each has its own outbox. When a bridge dies
 its partitions move to the others, which resume from the group's committed offsets: a record
@@ -22,6 +24,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -43,6 +47,8 @@ from task_bridge.sources.debezium import (
 from task_bridge.sources.kafka_connect import column_types
 
 RAW_MAX_BYTES = 64 * 1024
+COMMIT_WARN_INTERVAL_S = 60.0
+"""A run of failing offset commits warns at its first failure, then at most this often."""
 # Fast group joins: the defaults take ~20 s per rebalance
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "session_timeout_ms": 10_000,
@@ -57,10 +63,18 @@ class KafkaSource:
         self.config = config
         self.log = logger
         self.name = f"kafka:{config.group_id}"
+        # Threads: the ingest thread calls every Source method, and kafka-python runs the
+        # commit callback (`_committed`) on it too, inside poll()/commit_async(). The rebalance
+        # listener runs on kafka-python's IO thread: it adds to `_newly_assigned` and removes
+        # from `_floor`, so those two are only touched under `_lock`. `_offsets` and the
+        # commit-failure counters belong to the ingest thread alone.
+        self._lock = threading.Lock()
         self._offsets: dict[str, int] = {}
         self._consumer: KafkaConsumer | None = None
         self._newly_assigned: set[TopicPartition] = set()
         self._floor: dict[TopicPartition, int] = {}
+        self._commit_failures = 0
+        self._commit_warned_at = 0.0
         self._mapping = (
             JsonMapping.from_mapping(config.json_mapping) if config.json_mapping else None
         )
@@ -97,13 +111,14 @@ class KafkaSource:
             )
         except KafkaError as exc:
             raise SourceUnavailable(f"kafka: {type(exc).__name__}: {exc}") from exc
-        if self._newly_assigned:
-            self._settle_assignments()
+        self._settle_assignments()
         if not batches:
             return []
+        with self._lock:
+            floors = {tp: self._floor.get(tp, 0) for tp in batches}
         items: list[SourceItem] = []
         for tp, records in batches.items():
-            floor = self._floor.get(tp, 0)
+            floor = floors[tp]
             for record in records:
                 if record.offset < floor:
                     continue  # this outbox already holds it (stored ahead of Kafka's commit)
@@ -136,8 +151,31 @@ class KafkaSource:
         self._consumer.commit_async(owned, callback=self._committed)
 
     def _committed(self, offsets: Any, error: Any) -> None:
-        if isinstance(error, BaseException):
-            log(self.log, logging.DEBUG, "kafka.commit_failed", error=str(error))
+        """kafka-python's commit callback: `error` is an exception, or the broker's response.
+
+        A failure loses nothing: the operations and the checkpoint are already in the outbox,
+        which this bridge resumes from; the next acknowledgement commits newer offsets. Only
+        a new owner of a partition (after a rebalance) starts lower and re-reads more.
+        """
+        if not isinstance(error, BaseException):
+            self._commit_failures = 0
+            return
+        self._commit_failures += 1
+        now = time.monotonic()
+        if self._commit_failures > 1 and now - self._commit_warned_at < COMMIT_WARN_INTERVAL_S:
+            return
+        self._commit_warned_at = now
+        log(
+            self.log,
+            logging.WARNING,
+            "kafka.commit_failed",
+            error=f"{type(error).__name__}: {error}",
+            offsets={f"{tp.topic}:{tp.partition}": o.offset for tp, o in dict(offsets).items()},
+            failed_in_a_row=self._commit_failures,
+            next="the offsets are committed again with the next acknowledgement; the outbox"
+            " checkpoint is what this bridge resumes from, so nothing is lost (a new owner of"
+            " these partitions may re-read records the outbox already holds)",
+        )
 
     def close(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -192,7 +230,10 @@ class KafkaSource:
         the group's committed offset. (Not in the rebalance callback: kafka-python runs it on
         its IO thread, where blocking calls such as `committed()` are not allowed.)"""
         assert self._consumer is not None
-        partitions, self._newly_assigned = self._newly_assigned, set()
+        with self._lock:
+            partitions, self._newly_assigned = self._newly_assigned, set()
+        if not partitions:
+            return
         for tp in partitions:
             stored = self._offsets.get(f"{tp.topic}:{tp.partition}")
             try:
@@ -202,7 +243,8 @@ class KafkaSource:
             known = [o for o in (stored, committed) if o is not None]
             if not known:
                 continue
-            self._floor[tp] = max(known)
+            with self._lock:
+                self._floor[tp] = max(known)
             if tp in self._consumer.assignment() and self._consumer.position(tp) < max(known):
                 self._consumer.seek(tp, max(known))
         log(
@@ -229,12 +271,15 @@ class PartitionOffsets(Checkpoint):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread: touches the source only under its `_lock`."""
+
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
-            self.source._floor.pop(tp, None)
+        with self.source._lock:
+            for tp in revoked:
+                self.source._floor.pop(tp, None)
         log(
             self.source.log,
             logging.INFO,
@@ -243,7 +288,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.source._newly_assigned |= set(assigned)  # settled by read(), off the IO thread
+        with self.source._lock:
+            self.source._newly_assigned |= set(assigned)  # settled by read(), off the IO thread
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -8,6 +8,7 @@ CONTRIBUTING.md walks through it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -22,7 +23,7 @@ from task_bridge.targets.humanlambdas import HumanLambdasConfig, HumanLambdasTar
 from task_bridge.targets.humanlambdas_poller import completed_task_sources
 from task_bridge.targets.workflow import WorkflowConfig, WorkflowTarget
 
-SourcesFactory = Callable[[str, Any], list[Source]]
+SourcesFactory = Callable[[str, Any, logging.Logger], list[Source]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def register(
 ) -> None:
     """Make a target family known: `config` is its model (its `kind: Literal["name"]` field
     names the family), `factory(name, config, deps)` builds one target; `sources(name,
-    config)`, if given, the change sources it feeds back. Registering a kind again replaces
+    config, logger)`, if given, the change sources it feeds back. Registering a kind again replaces
     it."""
     annotation = config.model_fields["kind"].annotation
     kinds = get_args(annotation)
@@ -61,10 +62,10 @@ def build_target(name: str, config: TargetConfigBase, deps: TargetDeps) -> Targe
     return REGISTRY[config.kind].factory(name, config, deps)
 
 
-def target_sources(name: str, config: TargetConfigBase) -> list[Source]:
+def target_sources(name: str, config: TargetConfigBase, logger: logging.Logger) -> list[Source]:
     """The change sources a configured target feeds back (none for most kinds)."""
     sources = REGISTRY[config.kind].sources
-    return [] if sources is None else sources(name, config)
+    return [] if sources is None else sources(name, config, logger)
 
 
 register(FragmentConfig, FragmentTarget)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from task_bridge.events import parse_lsn
 from task_bridge.outbox.postgres import APPLICATION_NAME
 from task_bridge.targets.fragment import fragment_task_uuid
 from tests.integration.conftest import TOKEN, BridgeEnv
@@ -73,8 +76,25 @@ def test_status_and_outbox_commands(bridge_env: BridgeEnv, outbox: str) -> None:
     assert _cli(env, "outbox", "purge").returncode == 1, "purge needs to be told what"
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _stored_lsn(env: BridgeEnv) -> int | None:
+    with sqlite3.connect(env.workdir / "outbox.db", timeout=30) as conn:
+        row = conn.execute(
+            "SELECT position FROM checkpoints WHERE source = ?", (f"postgres:{env.slot}",)
+        ).fetchone()
+    return parse_lsn(row[0]) if row else None
+
+
 def test_metrics_health_and_readiness(bridge_env: BridgeEnv) -> None:
-    """--metrics-port serves Prometheus metrics, /healthz and /readyz."""
+    """--metrics-port serves Prometheus metrics (events read per table, the stored checkpoint's
+    LSN as a number, operations enqueued and delivered), /healthz and /readyz."""
     env = bridge_env
     env.write_config()
     port = _free_port()
@@ -93,6 +113,20 @@ def test_metrics_health_and_readiness(bridge_env: BridgeEnv) -> None:
     assert 'task_bridge_ops_delivered_total{target="fragment"} 1.0' in metrics
     assert "task_bridge_ops_enqueued_total 1.0" in metrics
     assert TOKEN not in metrics
+    env.sql("INSERT INTO orders (id, status, created_at) VALUES (2, 'new', now())")
+    events = ("task_bridge_events_total", (("table", "public.orders"),))
+    wait_until(
+        lambda: _samples(httpx.get(f"{base}/metrics").text).get(events) == 2.0,
+        message="two events of public.orders counted (the second matches no rule)",
+    )
+
+    def position_is_the_stored_lsn() -> bool:
+        gauge = _samples(httpx.get(f"{base}/metrics").text).get(
+            ("task_bridge_checkpoint_position", ())
+        )
+        return bool(gauge) and gauge == _stored_lsn(env)
+
+    wait_until(position_is_the_stored_lsn, message="checkpoint_position = the stored LSN")
 
 
 def test_unreachable_database_exits_2_without_traceback(bridge_env: BridgeEnv) -> None:

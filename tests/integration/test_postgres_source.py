@@ -3,6 +3,7 @@ replica identity, resume, idle slots (G9) and server restarts."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,6 +228,41 @@ def test_publication_follows_the_table_set(pg_dsn: str, make_source: SourceFacto
 
     with pytest.raises(SourceError, match=r"public\.missing"):
         make_source(["public.a", "public.missing"]).open(None)
+
+
+def test_no_table_named_never_drops_the_publication(
+    pg_dsn: str, make_source: SourceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no table named (rules only for Human Lambdas queues, or globs that match nothing),
+    an existing publication is left as it is (same object, same tables) with a warning that
+    says why, and the slot still streams; a missing one is created empty."""
+    sql(pg_dsn, "CREATE TABLE a (id int PRIMARY KEY)")
+    first = make_source(["public.a"])
+    first.open(None)
+    first.close()
+    (before,) = query(pg_dsn, "SELECT oid FROM pg_publication WHERE pubname = %s", (PUB,))
+
+    for tables in ([], ["public.nothing_like_this*"]):
+        caplog.clear()
+        source = make_source(tables)
+        with caplog.at_level(logging.WARNING, logger="task_bridge"):
+            source.open(None)
+        (after,) = query(pg_dsn, "SELECT oid FROM pg_publication WHERE pubname = %s", (PUB,))
+        assert after == before, "the publication was dropped and made again"
+        assert published(pg_dsn) == {"public.a"}
+        (kept,) = [r for r in caplog.records if r.getMessage() == "publication.kept"]
+        ctx = kept.__dict__["ctx"]
+        assert ctx["publication"] == PUB and ctx["published"] == ["public.a"]
+        assert "no rule names a table" in ctx["reason"]
+        sql(pg_dsn, f"INSERT INTO a VALUES ({len(tables) + 1})")
+        (event,) = changes(read_until(source, commits=1, ack=True))
+        assert event.after == {"id": len(tables) + 1}
+        source.close()
+
+    sql(pg_dsn, f"DROP PUBLICATION {PUB}")
+    make_source([]).open(None)
+    assert query(pg_dsn, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (PUB,)) == [(1,)]
+    assert published(pg_dsn) == set()
 
 
 def test_unchanged_toasted_column_arrives_as_unchanged(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from typing import Literal
 
 import psycopg
 from psycopg import sql
@@ -90,8 +91,20 @@ def _objects(tables: set[str], schemas: set[str]) -> sql.Composable:
     return sql.SQL(", ").join(parts)
 
 
-def ensure_publication(conn: psycopg.Connection, publication: str, patterns: Sequence[str]) -> bool:
-    """Create the publication for the rules' tables, or bring it in line. True if changed."""
+PublicationChange = Literal["created", "altered", "unchanged", "kept"]
+"""What `ensure_publication` did; `kept`: no table named, the existing publication untouched."""
+
+
+def ensure_publication(
+    conn: psycopg.Connection, publication: str, patterns: Sequence[str]
+) -> PublicationChange:
+    """Create the publication for the rules' tables, or bring it in line.
+
+    Never drops it: dropping would make it younger than the slot, whose historic snapshot then
+    cannot see it. When the patterns name no table (rules only for polled queues, or globs that
+    match nothing) an existing publication keeps its tables (`kept`) and a missing one is
+    created empty. A publication `FOR ALL TABLES` (made by an operator) is left alone.
+    """
     tables, schemas = resolve_tables(conn, patterns)
     exists = conn.execute(
         "SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,)
@@ -104,17 +117,22 @@ def ensure_publication(conn: psycopg.Connection, publication: str, patterns: Seq
             )
         else:
             conn.execute(sql.SQL("CREATE PUBLICATION {}").format(name))
-        return True
+        return "created"
     if exists[0]:
-        return False  # FOR ALL TABLES, made by an operator: leave it alone
-    if _published(conn, publication) == (tables, schemas):
-        return False
-    if tables or schemas:
-        conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, _objects(tables, schemas)))
-    else:
-        conn.execute(sql.SQL("DROP PUBLICATION {}").format(name))
-        conn.execute(sql.SQL("CREATE PUBLICATION {}").format(name))
-    return True
+        return "unchanged"
+    published = _published(conn, publication)
+    if published == (tables, schemas):
+        return "unchanged"
+    if not tables and not schemas:
+        return "kept"  # ALTER ... SET needs at least one object; dropping is not an option
+    conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, _objects(tables, schemas)))
+    return "altered"
+
+
+def published_objects(conn: psycopg.Connection, publication: str) -> list[str]:
+    """The publication's tables and whole schemas (`schema.*`), sorted, for log lines."""
+    tables, schemas = _published(conn, publication)
+    return sorted(tables | {f"{s}.*" for s in schemas})
 
 
 def ensure_slot(conn: psycopg.Connection, slot: str) -> tuple[bool, int]:

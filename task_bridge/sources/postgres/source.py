@@ -21,7 +21,12 @@ from task_bridge.observability import log
 from task_bridge.sources.base import Commit, Idle, SourceItem
 from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 from task_bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, ReplicationStream, describe
-from task_bridge.sources.postgres.slot import ensure_publication, ensure_slot, primary_keys
+from task_bridge.sources.postgres.slot import (
+    ensure_publication,
+    ensure_slot,
+    primary_keys,
+    published_objects,
+)
 
 ACK_MIN_INTERVAL_S = 0.1
 """`ack()` sends at most one status update per this interval (the next read sends the rest)."""
@@ -72,7 +77,8 @@ class PostgresSource:
             with psycopg.connect(
                 self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
             ) as conn:
-                if ensure_publication(conn, self.publication, self.tables):
+                change = ensure_publication(conn, self.publication, self.tables)
+                if change in ("created", "altered"):
                     log(
                         self.log,
                         logging.INFO,
@@ -80,6 +86,8 @@ class PostgresSource:
                         publication=self.publication,
                         tables=self.tables,
                     )
+                elif change == "kept":
+                    self._log_kept(conn)
                 created, confirmed = ensure_slot(conn, self.slot)
                 if created:
                     log(self.log, logging.INFO, "slot.created", slot=self.slot)
@@ -159,6 +167,18 @@ class PostgresSource:
             pass  # the connection is already gone; the stored checkpoint is what counts
         finally:
             stream.close()
+
+    def _log_kept(self, conn: psycopg.Connection) -> None:
+        named = f" ({', '.join(self.tables)} match no table)" if self.tables else ""
+        log(
+            self.log,
+            logging.WARNING,
+            "publication.kept",
+            publication=self.publication,
+            published=published_objects(conn, self.publication),
+            reason=f"no rule names a table of this database{named}: the publication is left"
+            " as it is (the bridge never drops one); its changes are read and match no rule",
+        )
 
     # -- status updates ------------------------------------------------------------------------
 
