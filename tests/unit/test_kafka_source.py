@@ -9,7 +9,7 @@ from kafka import TopicPartition
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
-from task_bridge.config import KafkaSourceConfig
+from task_bridge.sources.config import KafkaSourceConfig
 from task_bridge.sources.kafka import KafkaSource
 
 
