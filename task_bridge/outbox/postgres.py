@@ -23,6 +23,7 @@ on the op id, G2), and it delivers what the dead one left undelivered.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -184,9 +185,15 @@ class PostgresOutbox(SqlOutbox):
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             ).fetchone()
             if exists is None:  # (a role without CREATE on the database may use a given schema)
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+                # another bridge may create it this instant: IF NOT EXISTS takes no lock
+                with contextlib.suppress(
+                    psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema
+                ):
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             # G1 rests on the outbox commit being durable before the source is acknowledged:
             # with the server's or role's synchronous_commit=off a crash could lose a commit

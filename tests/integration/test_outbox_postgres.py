@@ -197,3 +197,30 @@ def test_outbox_commits_are_durable_where_the_server_defaults_to_async_commit(
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
     box = open_box()
     assert box._conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def _open_together(url: str, bridges: int) -> list[BaseException]:
+    """Open `bridges` outboxes on `url` at one instant; the errors they raised."""
+    start = threading.Barrier(bridges)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            PostgresOutbox(url).close()
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(bridges)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_bridges_opening_a_new_shared_outbox_at_once_all_start(pg_dsn: str) -> None:
+    """Bridges started together on a new schema each open the outbox (CREATE SCHEMA IF NOT
+    EXISTS run concurrently raised a unique violation, and one bridge exited at startup)."""
+    for round_ in range(5):
+        assert _open_together(f"{pg_dsn}?schema=together{round_}", 6) == []
