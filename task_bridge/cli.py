@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 invalid config/rules/usage, 2 cannot connect, 3 internal err
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import signal
@@ -29,9 +30,9 @@ from task_bridge.errors import (
 from task_bridge.events import OPS, ChangeEvent, SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import setup_logging
+from task_bridge.operations import Operation
 from task_bridge.outbox.base import STATUSES, OperatorOutbox, Status, StoredOp
 from task_bridge.redaction import Redactor
-from task_bridge.rules.chains import DEFERRED, is_deferred
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.sources.debezium import PoisonMessage, decode_debezium_json
 from task_bridge.sources.kafka_connect import ColumnTypes, column_types
@@ -229,16 +230,15 @@ def _event_from_json(data: Any, types: ColumnTypes) -> ChangeEvent | None:
     )
 
 
-def _shown_payload(payload: dict[str, Any]) -> Any:
+def _shown_payload(op: Operation | StoredOp) -> Any:
     """A deferred chain step shows what it will render, not the stored event."""
-    if not is_deferred(payload):
-        return payload
-    spec = payload[DEFERRED]
+    if op.deferred is None:
+        return op.payload
     return {
         "rendered_at_send_time": True,
-        "reads_steps": spec["steps"],
-        "when": spec["when"],
-        "task": spec["task"],
+        "reads_steps": list(op.deferred.steps),
+        "when": op.deferred.when,
+        "task": op.deferred.task,
     }
 
 
@@ -261,7 +261,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
             "target": o.target,
             "op": o.op,
             "uid": o.uid,
-            "payload": _shown_payload(o.payload),
+            "payload": _shown_payload(o),
             "error": o.error,
             **({"chain_step": o.step_id, "on_error": o.on_error} if o.chain else {}),
         }
@@ -327,8 +327,7 @@ def _ob_show(outbox: OperatorOutbox, args: argparse.Namespace) -> int:
     if op is None:
         print(f"no operation {args.op_id}", file=sys.stderr)
         return EXIT_INVALID
-    fields = {k: getattr(op, k) for k in op.__dataclass_fields__}
-    print(json.dumps(fields, indent=2, default=str))
+    print(json.dumps(dataclasses.asdict(op), indent=2, default=str))
     return EXIT_OK
 
 

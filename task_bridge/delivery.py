@@ -42,7 +42,7 @@ from task_bridge.errors import (
     TransientDeliveryError,
 )
 from task_bridge.observability import Metrics, log
-from task_bridge.operations import StepResult
+from task_bridge.operations import DeferredStep, StepResult
 from task_bridge.outbox.base import OpResult, Outbox, StoredOp
 from task_bridge.outcomes import Outcomes, op_context
 from task_bridge.redaction import Redactor
@@ -60,10 +60,8 @@ class StepRenderer(Protocol):
     """Renders a deferred chain step just before it is sent, with the results of the steps
     before it (`task_bridge.rules.chains.ChainRenderer`)."""
 
-    def is_deferred(self, payload: Mapping[str, Any]) -> bool: ...
-
     def render(
-        self, payload: Mapping[str, Any], results: Mapping[str, StepResult]
+        self, step: DeferredStep, results: Mapping[str, StepResult]
     ) -> dict[str, Any] | None:
         """The payload to send, or None to skip the step; `TemplateError` dead-letters it."""
         ...
@@ -278,11 +276,7 @@ class Delivery:
         groups: dict[str, list[StoredOp]] = {}
         for op in ops:
             target = self.targets.get(op.target)
-            if (
-                target is not None
-                and batch_size_of(target, op.op) > 1
-                and not self.chains.is_deferred(op.payload)
-            ):
+            if target is not None and batch_size_of(target, op.op) > 1 and op.deferred is None:
                 groups.setdefault(op.target, []).append(op)
             else:
                 jobs.append([op])
@@ -356,16 +350,16 @@ class Delivery:
         attempts = op.attempts + 1
         if target is None:
             return self.outcomes.dead(op, attempts, f"unknown target '{op.target}'", None)
-        if self.chains.is_deferred(op.payload):
+        if op.deferred is not None:
             try:
-                payload = self.chains.render(op.payload, self.outbox.chain_steps(op.chain or ""))
+                payload = self.chains.render(op.deferred, self.outbox.chain_steps(op.chain or ""))
             except TemplateError as exc:
                 reason = f"rule '{op.rule}' action {op.action_index}: {exc}"
                 return self.outcomes.dead(op, attempts, reason, None)
             if payload is None:
                 log(self.log, logging.DEBUG, "op.skipped", **op_context(op), reason="when is false")
                 return OpResult(op.seq, "skipped", attempts, self.clock(), error="skipped: when")
-            op = dataclasses.replace(op, payload=payload)
+            op = dataclasses.replace(op, payload=payload, deferred=None)
         await self._pace(op.target)
         started = time.monotonic()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +38,35 @@ def _stream_hash(kind: str, topic: str | None, partition: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class DeferredStep:
+    """A chain step that reads `steps.<id>`: rendered just before it is sent, with the results
+    of the steps before it (`task_bridge.rules.chains.ChainRenderer`), not at ingest."""
+
+    event: Mapping[str, Any]
+    """The event, encoded losslessly as tagged JSON (`rules.chains.encode_event`)."""
+    when: str | None
+    """The action's `when` template, or None."""
+    task: Any
+    """The action's `task` templates, as written."""
+    steps: tuple[str, ...]
+    """Ids of the steps before it that its templates may read."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.event, "when": self.when, "task": self.task, "steps": self.steps}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeferredStep:
+        return cls(data["event"], data.get("when"), data.get("task"), tuple(data["steps"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One call to make against one task in one target.
 
     `error` set means the rule failed for this event (template error...): the outbox stores
     the operation directly as `dead` with that reason. `chain` groups the ops of one rule for
-    one event when they must run one after another (see `task_bridge.outbox.base`).
+    one event when they must run one after another (see `task_bridge.outbox.base`); a step of
+    it rendered at send time has `deferred` set (and an empty `payload`).
     """
 
     op_id: str
@@ -57,6 +81,7 @@ class Operation:
     chain: str | None = None
     step_id: str | None = None
     on_error: str = "retry"
+    deferred: DeferredStep | None = None
 
 
 @dataclass(frozen=True, slots=True)

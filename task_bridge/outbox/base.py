@@ -49,7 +49,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Self
 
-from task_bridge.operations import Operation, StepResult
+from task_bridge.operations import DeferredStep, Operation, StepResult
 
 Status = Literal["pending", "inflight", "delivered", "dead", "parked", "waiting", "skipped"]
 STATUSES: tuple[Status, ...] = (
@@ -98,6 +98,8 @@ class StoredOp:
     http_status: int | None
     chain: str | None = None
     step_id: str | None = None
+    deferred: DeferredStep | None = None
+    """A chain step rendered at send time (`payload` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)

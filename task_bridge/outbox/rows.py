@@ -1,5 +1,10 @@
 """Rows in and out of the SQL outboxes: ops as insert values, stored rows as `StoredOp`,
-payloads and responses as JSON."""
+payloads and responses as JSON.
+
+A deferred chain step (`Operation.deferred`) is kept in the payload column as
+`{"$deferred": {...}}`; only this module knows that: ops and stored ops carry it as a typed
+field with an empty payload.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from task_bridge.jsonenc import PayloadError, dumps_payload
-from task_bridge.operations import Operation
+from task_bridge.operations import DeferredStep, Operation
 from task_bridge.outbox.base import StoredOp
 
 RESPONSE_MAX_CHARS = 65536
+DEFERRED_COLUMN_KEY = "$deferred"
+
+
+def stored_payload(op: Operation) -> Any:
+    """What the payload column holds for `op`."""
+    if op.deferred is not None:
+        return {DEFERRED_COLUMN_KEY: op.deferred.to_json()}
+    return op.payload
 
 
 def row_to_op(row: Sequence[Any]) -> StoredOp:
+    payload = json.loads(row[8])
+    deferred = None
+    if isinstance(payload, dict) and DEFERRED_COLUMN_KEY in payload:
+        deferred, payload = DeferredStep.from_json(payload[DEFERRED_COLUMN_KEY]), {}
     return StoredOp(
         seq=row[0],
         op_id=row[1],
@@ -24,7 +41,7 @@ def row_to_op(row: Sequence[Any]) -> StoredOp:
         rule=row[5],
         action_index=row[6],
         position=row[7],
-        payload=json.loads(row[8]),
+        payload=payload,
         status=row[9],
         attempts=row[10],
         next_attempt_at=row[11],
@@ -34,6 +51,7 @@ def row_to_op(row: Sequence[Any]) -> StoredOp:
         http_status=row[15],
         chain=row[16],
         step_id=row[17],
+        deferred=deferred,
     )
 
 
@@ -83,17 +101,18 @@ def _unencodable(op: Operation, exc: PayloadError) -> tuple[dict[str, str], str]
 
 def checked_payload(op: Operation) -> tuple[Any, str | None]:
     """(payload, error) as stored, the payload still as an object."""
+    payload = stored_payload(op)
     try:
-        dumps_payload(op.payload)
+        dumps_payload(payload)
     except PayloadError as exc:
         return _unencodable(op, exc)
-    return op.payload, op.error
+    return payload, op.error
 
 
 def encode_op(op: Operation, now: float) -> tuple[Any, ...]:
     """Insert parameters for one op, the payload as JSON text (encoded once)."""
     try:
-        return tuple(op_row(op, now, dumps_payload(op.payload), op.error))
+        return tuple(op_row(op, now, dumps_payload(stored_payload(op)), op.error))
     except PayloadError as exc:
         note, error = _unencodable(op, exc)
         return tuple(op_row(op, now, dumps_payload(note), error))

@@ -27,7 +27,13 @@ from typing import Any
 from task_bridge.errors import OutboxError, OutboxUnavailable
 from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.operations import Operation
-from task_bridge.outbox.rows import ROW_FIELDS, checked_payload, encode_op, op_row
+from task_bridge.outbox.rows import (
+    ROW_FIELDS,
+    checked_payload,
+    encode_op,
+    op_row,
+    stored_payload,
+)
 from task_bridge.outbox.shared import Executor, SqlOutbox
 from task_bridge.outbox.sqlite_schema import (
     BUSY_TIMEOUT_MS,
@@ -169,7 +175,7 @@ class SqliteOutbox(SqlOutbox):
         that op goes dead. A batch too big for one statement goes op by op, every field bound
         by name (big payloads: no JSON for SQLite to parse again)."""
         try:
-            batch = _batch([op_row(op, now, op.payload, op.error) for op in ops])
+            batch = _batch([op_row(op, now, stored_payload(op), op.error) for op in ops])
         except PayloadError:
             batch = _batch([op_row(op, now, *checked_payload(op)) for op in ops])
         if len(batch[1]["rows"]) <= MAX_STATEMENT_CHARS:

@@ -21,12 +21,11 @@ from jinja2 import TemplateSyntaxError
 
 from task_bridge.errors import TemplateError
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
-from task_bridge.operations import StepResult
+from task_bridge.operations import DeferredStep, StepResult
 from task_bridge.rules.schema import Action
 from task_bridge.templating.sandbox import Renderer, Templates
 from task_bridge.yamlsrc import did_you_mean
 
-DEFERRED = "$deferred"
 _TAG = "$t"
 
 
@@ -170,22 +169,11 @@ def step_problems(
 # -- deferred operations ---------------------------------------------------------------------
 
 
-def deferred_payload(
+def deferred_step(
     event: ChangeEvent, when: str | None, task: Any, step_ids: list[str]
-) -> dict[str, Any]:
+) -> DeferredStep:
     """What the outbox stores for an action rendered at send time."""
-    return {
-        DEFERRED: {
-            "event": encode_event(event),
-            "when": when,
-            "task": task,
-            "steps": step_ids,
-        }
-    }
-
-
-def is_deferred(payload: Mapping[str, Any]) -> bool:
-    return DEFERRED in payload
+    return DeferredStep(encode_event(event), when, task, tuple(step_ids))
 
 
 def steps_context(step_ids: list[str], results: Mapping[str, StepResult]) -> dict[str, Any]:
@@ -209,22 +197,18 @@ class ChainRenderer:
         self._conditions: dict[str, Renderer] = {}
         self._tasks: dict[str, Renderer] = {}
 
-    def is_deferred(self, payload: Mapping[str, Any]) -> bool:
-        return is_deferred(payload)
-
     def render(
-        self, payload: Mapping[str, Any], results: Mapping[str, StepResult]
+        self, step: DeferredStep, results: Mapping[str, StepResult]
     ) -> dict[str, Any] | None:
         """The payload to send, or None when the action's `when` is false (skip the step).
         Raises `TemplateError` when a template fails (the op dead-letters)."""
-        spec = payload[DEFERRED]
-        event = decode_event(spec["event"])
-        names = {**event.template_context(), "steps": steps_context(spec["steps"], results)}
+        event = decode_event(step.event)
+        names = {**event.template_context(), "steps": steps_context(list(step.steps), results)}
         ctx = self.templates.context(names)
         self.templates.budget.start()
         stage = "when"
         try:
-            when = spec.get("when")
+            when = step.when
             if when is not None:
                 condition = self._conditions.get(when)
                 if condition is None:
@@ -232,7 +216,7 @@ class ChainRenderer:
                 if not condition(ctx):
                     return None
             stage = "task"
-            task = spec.get("task")
+            task = step.task
             if task is None:
                 return {}
             key = json.dumps(task, sort_keys=True)

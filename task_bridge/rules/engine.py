@@ -17,7 +17,7 @@ from jinja2.runtime import Context
 from task_bridge.events import ChangeEvent
 from task_bridge.jsonenc import PayloadError, dumps_payload
 from task_bridge.operations import Operation, operation_id
-from task_bridge.rules.chains import chain_key, deferred_payload
+from task_bridge.rules.chains import chain_key, deferred_step
 from task_bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
 from task_bridge.templating.budget import RenderBudget
 from task_bridge.templating.sandbox import NullUidError, UnchangedValueError
@@ -86,8 +86,10 @@ def _action(
         if not isinstance(rendered, str) or not rendered.strip():
             return _failed(event, rule, action, f"uid: rendered empty ({rendered!r})", chain)
         uid, stage = rendered, "task"
+        deferred = None
         if action.deferred and action.model is not None:
-            payload = deferred_payload(
+            payload: dict[str, Any] = {}
+            deferred = deferred_step(
                 event, action.model.when, action.model.task, list(action.earlier_steps)
             )
         else:
@@ -104,6 +106,7 @@ def _action(
         action_index=action.index,
         position=event.position,
         payload=payload,
+        deferred=deferred,
         **_chain_fields(action, chain),
     )
 

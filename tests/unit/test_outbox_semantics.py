@@ -3,6 +3,7 @@ put, claim, complete, operator commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 
 from task_bridge.errors import OutboxError
 from task_bridge.events import UNCHANGED, Checkpoint
-from task_bridge.operations import Operation
+from task_bridge.operations import DeferredStep, Operation
 from task_bridge.outbox.base import OpResult, StoredOp
 from task_bridge.outbox.postgres import PostgresOutbox
 from task_bridge.outbox.shared import SqlOutbox
@@ -178,6 +179,23 @@ def test_stored_op_round_trips_every_field(outbox: SqlOutbox) -> None:
     )
     assert stored.created_at == stored.updated_at == stored.next_attempt_at == 5.0
     assert outbox.get("missing") is None
+
+
+def test_a_deferred_chain_step_round_trips_as_a_typed_field(outbox: SqlOutbox) -> None:
+    """A step rendered at send time comes back with its `deferred` step (event, templates,
+    earlier step ids) and an empty payload: no marker key reaches delivery or targets."""
+    step = DeferredStep(
+        {"op": "insert", "after": {"id": 1}}, "steps.a.ok", {"x": "{{ 1 }}"}, ("a",)
+    )
+    op = dataclasses.replace(make_op(8), payload={}, deferred=step, chain="c", step_id="b")
+    outbox.put([op], SOURCE, None, now=5.0)
+    stored = outbox.get(op.op_id)
+    assert stored is not None
+    assert (stored.payload, stored.deferred) == ({}, step)
+    assert outbox.get(make_op(9).op_id) is None
+    outbox.put([make_op(9)], SOURCE, None, now=5.0)
+    plain = outbox.get(make_op(9).op_id)
+    assert plain is not None and plain.deferred is None
 
 
 def test_payload_encoding_is_exact() -> None:

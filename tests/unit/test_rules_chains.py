@@ -13,7 +13,7 @@ from task_bridge.errors import TemplateError
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
 from task_bridge.operations import StepResult
 from task_bridge.rules import RuleEngine
-from task_bridge.rules.chains import ChainRenderer, decode_event, encode_event, is_deferred
+from task_bridge.rules.chains import ChainRenderer, decode_event, encode_event
 from tests.unit.test_rules_loader import _load_dir, _problems
 
 CHAIN = """\
@@ -66,7 +66,7 @@ def test_engine_chains_the_actions_and_defers_the_ones_reading_steps(tmp_path: P
     ops = RuleEngine(_load_dir(tmp_path, {"r.yaml": CHAIN})).evaluate(EVENT)
     assert [op.step_id for op in ops] == ["first", "second", None]
     assert len({op.chain for op in ops}) == 1 and ops[0].chain is not None
-    assert [is_deferred(op.payload) for op in ops] == [False, True, False]
+    assert [op.deferred is not None for op in ops] == [False, True, False]
     assert [op.on_error for op in ops] == ["retry", "retry", "stop"]
     assert ops[1].uid == "b-7"
 
@@ -76,15 +76,15 @@ def test_deferred_ops_render_with_the_results_of_earlier_steps(tmp_path: Path) -
     ops = RuleEngine(_load_dir(tmp_path, {"r.yaml": CHAIN})).evaluate(EVENT)
     renderer = ChainRenderer()
     ok = {"first": StepResult(ok=True, status=200, response={"uid": "u-1"})}
-    assert renderer.render(ops[1].payload, ok) == {
-        "fields": {"parent": "u-1", "n": Decimal("1.50")}
-    }
+    deferred = ops[1].deferred
+    assert deferred is not None and ops[1].payload == {}
+    assert renderer.render(deferred, ok) == {"fields": {"parent": "u-1", "n": Decimal("1.50")}}
     failed = {"first": StepResult(ok=False, status=400, response=None)}
-    assert renderer.render(ops[1].payload, failed) is None
-    assert renderer.render(ops[1].payload, {}) is None  # step never ran: not ok
+    assert renderer.render(deferred, failed) is None
+    assert renderer.render(deferred, {}) is None  # step never ran: not ok
     broken = {"first": StepResult(ok=True, status=200, response=None)}
     with pytest.raises(TemplateError, match="task"):
-        renderer.render(ops[1].payload, broken)
+        renderer.render(deferred, broken)
 
 
 @pytest.mark.parametrize(
