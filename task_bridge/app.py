@@ -59,6 +59,32 @@ def load_ruleset(loaded: LoadedConfig, templates: Templates | None = None) -> Ru
     )
 
 
+def build_sources(config: BridgeConfig, ruleset: RuleSet, logger: logging.Logger) -> list[Source]:
+    """The change source (Postgres: publishing the rules' tables; or Kafka), plus the sources
+    targets feed back (one poller per Human Lambdas queue whose completed tasks are events)."""
+    pg, kafka = config.source.postgres, config.source.kafka
+    sources: list[Source] = []
+    if pg is not None:
+        tables = [t for t in ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")]
+        sources.append(
+            PostgresSource(
+                pg.dsn.get_secret_value(),
+                pg.slot,
+                pg.publication,
+                tables,
+                status_interval=pg.status_interval,
+                logger=logger,
+            )
+        )
+    if kafka is not None:
+        from task_bridge.sources.kafka import KafkaSource  # kafka-python is heavy to import
+
+        sources.append(KafkaSource(kafka, logger))
+    for name, cfg in config.targets.items():
+        sources += target_sources(name, cfg, logger)
+    return sources
+
+
 def _loopback(host: str | None) -> bool:
     if host is None or host == "localhost":
         return True
@@ -190,7 +216,7 @@ class App:
                         lambda: loop.call_soon_threadsafe(stop.set),
                     ),
                 )
-                for source in self._sources(engine)
+                for source in build_sources(self.config, engine.ruleset, self.log)
             ]
             if server is not None:
                 server.start()
@@ -258,30 +284,6 @@ class App:
         else:
             log(self.log, logging.ERROR, "shutdown", exit_code=code, error=str(error))
         return code
-
-    def _sources(self, engine: RuleEngine) -> list[Source]:
-        """The change source, plus one poller per Human Lambdas queue whose completed tasks
-        are events."""
-        pg, kafka = self.config.source.postgres, self.config.source.kafka
-        sources: list[Source] = []
-        if pg is not None:
-            sources.append(
-                PostgresSource(
-                    pg.dsn.get_secret_value(),
-                    pg.slot,
-                    pg.publication,
-                    [t for t in engine.ruleset.tables() if not t.startswith(f"{TASK_API_SCHEMA}.")],
-                    status_interval=pg.status_interval,
-                    logger=self.log,
-                )
-            )
-        if kafka is not None:
-            from task_bridge.sources.kafka import KafkaSource  # kafka-python is heavy to import
-
-            sources.append(KafkaSource(kafka, self.log))
-        for name, cfg in self.config.targets.items():
-            sources += target_sources(name, cfg, self.log)
-        return sources
 
     def _ingest_thread(
         self,
