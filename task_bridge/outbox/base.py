@@ -124,7 +124,7 @@ class IngestOutbox(Protocol):
     def put(self, ops: Sequence[Operation], source: str, checkpoint: str | None, now: float) -> int:
         """Insert ops (insert-or-ignore by op_id; `op.error` set -> stored dead) and, when
         `checkpoint` is given, store it for `source`, all in one transaction. New ops of a
-        (target, uid) that has a BLOCKING op are stored parked. A `sources.base.Checkpoint`
+        (target, uid) that has a BLOCKING op are stored parked. An `events.Checkpoint`
         decides what is stored (its `merge` with the stored text, in the same transaction);
         a plain str replaces the stored one.
         Returns rows inserted."""
