@@ -21,9 +21,10 @@ from task_bridge.config import BridgeConfig, LoadedConfig
 from task_bridge.delivery import Delivery
 from task_bridge.errors import BridgeError, OutboxUnavailable, SourceUnavailable
 from task_bridge.ingest import Ingest
-from task_bridge.observability import Metrics, MetricsServer, log
+from task_bridge.observability import LoopMonitor, Metrics, MetricsServer, log
 from task_bridge.outbox import open_outbox
 from task_bridge.outbox.base import Outbox
+from task_bridge.outbox.offloop import LoopOutbox
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.redaction import Redactor, secret_values
 from task_bridge.rules.chains import ChainRenderer
@@ -137,12 +138,21 @@ class App:
             loop.add_signal_handler(sig, request_stop, sig.name)
 
         client = make_client(self.config)
-        outbox = open_configured_outbox(self.loaded, self.outbox_lock)
+        # The targets' store: still called on the loop (the targets' calls are synchronous).
+        store = open_configured_outbox(self.loaded, self.outbox_lock)
+        # Everything else the loop asks of the outbox runs on this one's own thread.
+        try:
+            outbox = LoopOutbox(open_configured_outbox(self.loaded, self.outbox_lock))
+        except BaseException:
+            store.close()
+            raise
+        monitor = LoopMonitor(self.metrics)
+        monitor.start()
         server = MetricsServer(self.metrics, metrics_port) if metrics_port is not None else None
         try:
-            targets = build_targets(self.config, client, outbox, self.log)
+            targets = build_targets(self.config, client, store, self.log)
             engine = RuleEngine(load_ruleset(self.loaded, targets))
-            reset = outbox.reset_inflight()
+            reset = await outbox.reset_inflight()
             if reset:
                 log(self.log, logging.INFO, "outbox.recovered", inflight_reset=reset)
             retry = self.config.delivery.retry
@@ -201,7 +211,9 @@ class App:
         finally:
             self.metrics.ready = False
             await client.aclose()
-            outbox.close()
+            await outbox.aclose()
+            store.close()
+            monitor.stop()
             if server is not None:
                 server.stop()
         return self._exit_code(shared.error)
@@ -295,24 +307,24 @@ class App:
             outbox.close()
             stop_loop()
 
-    async def _reclaim(self, outbox: Outbox, delivery: Delivery, stop: asyncio.Event) -> None:
+    async def _reclaim(self, outbox: LoopOutbox, delivery: Delivery, stop: asyncio.Event) -> None:
         """Take over the inflight ops of bridges that died while sharing this outbox."""
         while not stop.is_set():
-            reclaimed = outbox.reclaim_orphans()
+            reclaimed = await outbox.reclaim_orphans()
             if reclaimed:
                 log(self.log, logging.INFO, "outbox.reclaimed", inflight_of_dead_bridges=reclaimed)
                 delivery.wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RECLAIM_INTERVAL_S)
 
-    async def _housekeeping(self, outbox: Outbox, stop: asyncio.Event) -> None:
+    async def _housekeeping(self, outbox: LoopOutbox, stop: asyncio.Event) -> None:
         """Outbox gauges, retention purge and slot lag, every few seconds."""
         pg = self.config.source.postgres
         while not stop.is_set():
-            counts = outbox.counts()
+            counts = await outbox.counts()
             for status, n in counts.items():
                 self.metrics.outbox.labels(status).set(n)
-            purged = outbox.purge(["delivered"], time.time() - self.config.outbox.retention)
+            purged = await outbox.purge(["delivered"], time.time() - self.config.outbox.retention)
             if purged:
                 log(self.log, logging.INFO, "outbox.purged", ops=purged)
             if pg is not None:

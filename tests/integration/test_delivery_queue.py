@@ -18,6 +18,7 @@ from task_bridge.events import SourcePosition
 from task_bridge.fakes.fragment import FakeFragment
 from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
+from task_bridge.outbox.offloop import LoopOutbox
 from task_bridge.outbox.policy import RetryPolicy
 from task_bridge.outbox.sqlite import SqliteOutbox
 from task_bridge.targets.fragment import FragmentConfig, FragmentTarget, fragment_task_uuid
@@ -56,13 +57,15 @@ def _ops() -> list[Operation]:
 async def _deliver_until(
     fake: FakeFragment, outbox: SqliteOutbox, delivered: int, deadline_s: float
 ) -> None:
-    """Run delivery (concurrency 4) until `delivered` ops are, then stop it."""
+    """Run delivery (concurrency 4, on a connection of its own) until `delivered` ops are,
+    then stop it."""
+    box = LoopOutbox(SqliteOutbox(outbox.path))
     async with httpx.AsyncClient() as client:
         config = FragmentConfig(
             kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=1
         )
         delivery = Delivery(
-            outbox,
+            box,
             {"fragment": FragmentTarget("fragment", config, client)},
             RetryPolicy(),
             concurrency=4,
@@ -79,6 +82,7 @@ async def _deliver_until(
             await asyncio.sleep(0.01)
         stop.set()
         await run
+    await box.aclose()
 
 
 def test_queued_jobs_keep_task_order_and_go_back_to_pending_on_stop(
