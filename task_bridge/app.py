@@ -8,6 +8,7 @@ import gc
 import ipaddress
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Mapping
@@ -42,6 +43,7 @@ from task_bridge.targets.humanlambdas import HumanLambdasConfig
 
 HOUSEKEEPING_INTERVAL_S = 30.0
 GC_THRESHOLDS = (10_000, 10, 10)  # gen0 700 -> 10k; 50k was as fast but kept ~30 MB more garbage
+SWITCH_INTERVAL_S = 0.0005  # Python's default: 5 ms
 RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
 EXIT_OK, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -88,6 +90,16 @@ def tune_gc() -> None:
     out of every pass. Reference cycles are still collected, only in bigger steps."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def tune_threads() -> None:
+    """Shorter turns on the GIL. Ingest's thread computes in Python without pause; a thread
+    that wakes up (the event loop after its select, the loop's outbox thread after a
+    statement) waits for it to hand the GIL over, by default up to 5 ms. A settle crosses
+    threads twice and each outbox statement waits once. 10 s runs at 2k changes/s on a shared
+    2-core machine (noisy): event-loop lag p99 about 40 ms with 5 ms turns, 6 ms with 0.5 ms
+    turns, and the delivery latency tail followed."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def open_configured_outbox(
@@ -174,6 +186,7 @@ class App:
             )
             self._warn_plain_http()
             tune_gc()  # after startup's objects exist: they are frozen
+            tune_threads()
             threads = [
                 threading.Thread(
                     target=self._ingest_thread,

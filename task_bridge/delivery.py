@@ -99,6 +99,7 @@ class Delivery:
         self._ready: deque[list[StoredOp]] = deque()  # claimed jobs not started yet
         self._results: list[OpResult] = []
         self._results_since = 0.0  # monotonic time of the oldest uncommitted result
+        self._next_due: float | None = None  # the outbox's next_due_at, read by the last settle
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outcomes = Outcomes(
@@ -156,6 +157,7 @@ class Delivery:
         self._ready.extend(claimed.now)
         self._start_ready()
         self._ready.extend(claimed.ahead)
+        self._next_due = claimed.next_due_at
         return claimed.ops
 
     def _plan(self) -> ClaimPlan:
@@ -272,10 +274,13 @@ class Delivery:
             task.result()  # a bug in delivery itself surfaces here
 
     async def _wait_for_work(self) -> None:
+        """Until kicked (a result, new ops, a stop), the next op is due, or IDLE_POLL_S. When
+        the next op is due comes from the last settle (no outbox round trip per wait): only a
+        settle or new ops (which kick) change it, besides operators' commands (polled)."""
         now = self.clock()
         timeout = IDLE_POLL_S
         if len(self._tasks) < self.concurrency:
-            due = await self.outbox.next_due_at()
+            due = self._next_due
             if due is not None:
                 timeout = min(timeout, due - now)
             if timeout <= 0:

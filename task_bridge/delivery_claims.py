@@ -88,12 +88,14 @@ class Claimed:
     """Jobs claimed ahead: queued after."""
     ops: int
     """Ops claimed for the free slots and ahead (not probes, not batch top-ups)."""
+    next_due_at: float | None
+    """The outbox's `next_due_at` after these claims: how long delivery may wait for more."""
 
 
 def settle(outbox: Outbox, results: Sequence[OpResult], plan: ClaimPlan) -> Claimed:
-    """Commit `results`, then claim what `plan` allows. Runs inside one outbox transaction
-    (`LoopOutbox.run`): the results land before the claim, which can take the next op of a
-    task just delivered."""
+    """Commit `results`, then claim what `plan` allows, then read when the next op is due.
+    Runs inside one outbox transaction (`LoopOutbox.run`): the results land before the claim,
+    which can take the next op of a task just delivered."""
     if results:
         outbox.complete(results)
     now, everything = plan.now, plan.everything
@@ -114,7 +116,7 @@ def settle(outbox: Outbox, results: Sequence[OpResult], plan: ClaimPlan) -> Clai
         ops = outbox.claim_due(now, room, sorted(plan.ahead_exclude))
         claimed += len(ops)
         ahead = batched(outbox, ops, plan)
-    return Claimed(jobs, ahead, claimed)
+    return Claimed(jobs, ahead, claimed, outbox.next_due_at())
 
 
 def batched(outbox: Outbox, ops: list[StoredOp], plan: ClaimPlan) -> list[Job]:
