@@ -18,6 +18,7 @@ from task_bridge.events import SourcePosition
 from task_bridge.jsonenc import dumps_payload
 from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
+from task_bridge.outbox.offloop import LoopOutbox
 from task_bridge.outbox.sqlite import SqliteOutbox
 from task_bridge.retry import RetryPolicy
 from task_bridge.rules.chains import ChainRenderer
@@ -30,7 +31,7 @@ def _payload(i: int) -> dict[str, object]:
 
 
 async def _bridge(
-    fake: FakeProcess, outbox: SqliteOutbox, n: int, concurrency: int, batch_size: int
+    fake: FakeProcess, outbox: LoopOutbox, n: int, concurrency: int, batch_size: int
 ) -> float:
     client = httpx.AsyncClient(
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -65,6 +66,7 @@ async def _bridge(
     await asyncio.gather(delivery.run(stop), watch())
     elapsed = time.perf_counter() - started
     await client.aclose()
+    await outbox.aclose()
     return n / elapsed
 
 
@@ -114,10 +116,9 @@ def _bridge_rate(fake: FakeProcess, n: int, concurrency: int, batch_size: int) -
             for i in range(n)
         ]
         outbox.put(ops, "bench", None, time.time())
-        try:
-            return asyncio.run(_bridge(fake, outbox, n, concurrency, batch_size))
-        finally:
-            outbox.close()
+        outbox.close()
+        box = LoopOutbox(SqliteOutbox(str(Path(tmp) / "outbox.db")))
+        return asyncio.run(_bridge(fake, box, n, concurrency, batch_size))
 
 
 def delivery_rates(fake: FakeProcess, n: int, concurrency: int) -> tuple[float, float, float]:

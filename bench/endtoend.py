@@ -1,8 +1,10 @@
-"""End-to-end figures with `bridge run` as a child process: latency, integrity, peak RSS."""
+"""End-to-end figures with `bridge run` as a child process: latency, integrity, peak RSS, and
+the event loop's lag (read from the bridge's /metrics)."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -13,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fakeproc import TOKEN, FakeProcess
+from task_bridge.testing.postgres import free_port
 
 DDL = """
 CREATE TABLE IF NOT EXISTS lat (
@@ -64,6 +69,7 @@ rules: rules.yaml
 """
         )
         self.log = workdir / "bridge.log"
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss = 0
         self._sampling = threading.Event()
@@ -80,6 +86,8 @@ rules: rules.yaml
                     str(self.config),
                     "--log-level",
                     "warning",
+                    "--metrics-port",
+                    str(self.metrics_port),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -108,6 +116,37 @@ rules: rules.yaml
     @property
     def peak_rss_mb(self) -> float:
         return self.peak_rss / 2**20
+
+    def loop_lag_buckets(self) -> list[tuple[float, float]]:
+        """The bridge's event-loop lag histogram now: (upper bound s, cumulative count)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "task_bridge_event_loop_lag_seconds":
+                return [
+                    (float(s.labels["le"]), s.value)
+                    for s in family.samples
+                    if s.name.endswith("_bucket")
+                ]
+        raise RuntimeError("the bridge's /metrics has no task_bridge_event_loop_lag_seconds")
+
+
+def histogram_quantile(
+    q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]
+) -> float:
+    """The q-quantile of what a cumulative histogram counted between two readings, linear
+    within a bucket (as Prometheus' `histogram_quantile`); NaN when it counted nothing."""
+    deltas = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    if not deltas or deltas[-1][1] <= 0:
+        return float("nan")
+    rank = q * deltas[-1][1]
+    lower, below = 0.0, 0.0
+    for le, count in deltas:
+        if count >= rank:
+            if math.isinf(le):
+                return lower  # beyond the last finite bound: report that bound
+            return lower + (le - lower) * (rank - below) / (count - below) if count > below else le
+        lower, below = le, count
+    return lower
 
 
 def wait_for(probe: Callable[[], bool], timeout: float, what: str) -> None:

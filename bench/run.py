@@ -26,6 +26,7 @@ from bench.delivery import delivery_rates
 from bench.endtoend import (
     DDL,
     BridgeRun,
+    histogram_quantile,
     latency_and_integrity,
     percentile,
     steady_load,
@@ -169,9 +170,14 @@ def _latency(
     run.start()
     try:
         run.wait_ready(dsn, "lat")
-        ticks = _cpu_ticks()
+        ticks, lag_before = _cpu_ticks(), run.loop_lag_buckets()
         expected = steady_load(dsn, rate, seconds)
+        lag_after = run.loop_lag_buckets()
         out["latency_cpu_steal_pct"] = _steal_pct(ticks, _cpu_ticks())
+        # how late the bridge's event loop ran its 50 ms timer while the load was on
+        out["event_loop_lag_p99_ms"] = round(
+            1000 * histogram_quantile(0.99, lag_before, lag_after), 2
+        )
         total = sum(len(v) for v in expected.values())
         wait_for(lambda: fake.call("items") >= total, 900, "every op at the fake")
         latencies, ok = latency_and_integrity(fake.call("ledger"), expected)
@@ -272,6 +278,7 @@ def _print(out: dict[str, Any]) -> None:
         "ingest_ratio": ">= 0.08",
         "delivery_ratio": ">= 0.7",
         "latency_p99_ms": "<= 50",
+        "event_loop_lag_p99_ms": "<= 5",
         "pacing_429s": "== 0",
         "peak_rss_mb_big_tx": "<= 150",
         "peak_rss_mb_backlog": "<= 150",

@@ -18,6 +18,11 @@ Batching: when a claimed op can be batched by its target (`batch_ops`, `max_batc
 `targets.base`), more due ops of that kind are claimed for the same target and sent in one
 request per `max_batch`.
 Each op still gets its own result; a batch refused as a whole is re-sent one op at a time.
+
+Off the loop: every outbox call runs on the outbox thread (`outbox.offloop.LoopOutbox`). A
+settle is one unit there (`delivery_claims.settle`): delivery snapshots what it may claim,
+awaits the unit and queues what it claimed; meanwhile running jobs finish and queued ones
+start. Delivery's own state (tasks, queue, results, breakers) is only touched on the loop.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, Protocol
 from aiolimiter import AsyncLimiter
 
 from task_bridge.breaker import Breakers
+from task_bridge.delivery_claims import ClaimPlan, batch_specs, settle
 from task_bridge.errors import (
     PermanentDeliveryError,
     TemplateError,
@@ -43,11 +49,12 @@ from task_bridge.errors import (
 )
 from task_bridge.observability import Metrics, log
 from task_bridge.operations import DeferredStep, StepResult
-from task_bridge.outbox.base import OpResult, Outbox, StoredOp
+from task_bridge.outbox.base import OpResult, StoredOp
+from task_bridge.outbox.offloop import LoopOutbox
 from task_bridge.outcomes import Outcomes, op_context
 from task_bridge.redaction import Redactor
 from task_bridge.retry import RetryPolicy
-from task_bridge.targets.base import Call, Delivered, Target, batch_size_of
+from task_bridge.targets.base import Call, Delivered, Target
 
 IDLE_POLL_S = 1.0
 MIN_WAIT_S = 0.01
@@ -75,7 +82,7 @@ def call_of(op: StoredOp, attempt: int) -> Call:
 class Delivery:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: LoopOutbox,
         targets: Mapping[str, Target],
         policy: RetryPolicy,
         *,
@@ -106,10 +113,12 @@ class Delivery:
             for name, rate in rate_limits.items()
         }
         self.breakers = Breakers(targets, policy, logger)
+        self._batching = batch_specs(targets)
         self._tasks: dict[asyncio.Task[None], list[StoredOp]] = {}
         self._ready: deque[list[StoredOp]] = deque()  # claimed jobs not started yet
         self._results: list[OpResult] = []
         self._results_since = 0.0  # monotonic time of the oldest uncommitted result
+        self._next_due: float | None = None  # the outbox's next_due_at, read by the last settle
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.outcomes = Outcomes(
@@ -131,12 +140,7 @@ class Delivery:
                 # let completions that are already due land first: one outbox transaction
                 # for several results, and one claim for several free slots
                 await asyncio.sleep(0)
-                claimed = 0
-                if self._should_settle():
-                    with self.outbox.transaction():  # one commit for the results and the claim
-                        self._hand_back_blocked()
-                        self._commit_results()
-                        claimed = self._claim()
+                claimed = await self._settle() if self._should_settle() else 0
                 self._start_ready()
                 self._report()
                 if claimed and len(self._tasks) < self.concurrency:
@@ -157,38 +161,50 @@ class Delivery:
             or (bool(self._results) and time.monotonic() - self._results_since >= SETTLE_AFTER_S)
         )
 
-    def _claim(self) -> int:
-        """Claim jobs for the free slots, then (at most `concurrency`) ahead; returns ops."""
+    async def _settle(self) -> int:
+        """Hand back the blocked jobs, commit the results and claim, in one outbox transaction
+        on the outbox thread; returns the ops claimed. The loop goes on meanwhile: running
+        jobs finish (their results wait for the next settle) and queued ones start."""
+        self._hand_back_blocked()
+        results, self._results = self._results, []
+        plan = self._plan()
+        try:
+            claimed = await self.outbox.run(lambda outbox: settle(outbox, results, plan))
+        except Exception:
+            self._add_results(results)  # rolled back: they are committed later (or at drain)
+            raise
+        self._ready.extend(claimed.now)
+        self._start_ready()
+        self._ready.extend(claimed.ahead)
+        self._next_due = claimed.next_due_at
+        return claimed.ops
+
+    def _plan(self) -> ClaimPlan:
+        """What the next claim may take, from the running and queued jobs and the breakers."""
         now = self.clock()
         busy = self._busy()
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
+        caps = {t: cap - busy[t] for t, cap in self.per_target_cap.items()}
         probing: list[str] = []
         for name in self.breakers.open_targets():
             exclude.add(name)  # breaker open: nothing, or one probe when the pause is over
-            if not self.breakers.paused(name, now) and not busy[name]:
+            paused = self.breakers.paused(name, now)
+            if not paused and not busy[name]:
                 probing.append(name)
-        # Nothing to claim while every target is paused or at its cap: skip the query (with a
-        # large backlog it scans every pending head and holds the write lock ingest needs).
-        everything = self.breakers.targets
-        free = self.concurrency - len(self._tasks) - len(self._ready)
-        claimed = 0
-        if free > 0 and not exclude >= everything:
-            claimed = self._queue(self.outbox.claim_due(now, free, sorted(exclude)), now)
-        for name in probing:
-            others = sorted(everything - {name})
-            self._queue(self.outbox.claim_due(now, 1, others), now)
-        self._start_ready()
-        # Ahead, when the free slots took all there was to take (else nothing more is due).
-        # Not for rate-limited targets: a queue of them would wait on their pace.
-        room = self.concurrency - len(self._ready)
-        ahead = exclude | set(self.per_target_cap)
-        if room > 0 and claimed >= free and not ahead >= everything:
-            claimed += self._queue(self.outbox.claim_due(now, room, sorted(ahead)), now)
-        return claimed
-
-    def _queue(self, ops: list[StoredOp], now: float) -> int:
-        self._ready.extend(self._batched(ops, now))
-        return len(ops)
+            caps[name] = 0 if paused else 1 - busy[name]
+        return ClaimPlan(
+            now=now,
+            concurrency=self.concurrency,
+            free=self.concurrency - len(self._tasks) - len(self._ready),
+            exclude=frozenset(exclude),
+            probes=tuple(probing),
+            everything=self.breakers.targets,
+            ahead_exclude=frozenset(exclude | set(self.per_target_cap)),
+            slots=self.concurrency - len(self._tasks),
+            start_caps=caps,
+            queued=tuple(job[0].target for job in self._ready),
+            batching=self._batching,
+        )
 
     def _start_ready(self) -> None:
         while len(self._tasks) < self.concurrency:
@@ -270,29 +286,6 @@ class Delivery:
         """Running jobs per target."""
         return Counter(job[0].target for job in self._tasks.values())
 
-    def _batched(self, ops: list[StoredOp], now: float) -> list[list[StoredOp]]:
-        """Claimed ops -> jobs: batchable ops grouped per target, topped up with more due ones."""
-        jobs: list[list[StoredOp]] = []
-        groups: dict[str, list[StoredOp]] = {}
-        for op in ops:
-            target = self.targets.get(op.target)
-            if target is not None and batch_size_of(target, op.op) > 1 and op.deferred is None:
-                groups.setdefault(op.target, []).append(op)
-            else:
-                jobs.append([op])
-        for name, group in groups.items():
-            target = self.targets[name]
-            size = batch_size_of(target, group[0].op)
-            group += self.outbox.claim_due(
-                now,
-                len(group) * (size - 1),
-                target=name,
-                ops=sorted(target.batch_ops),
-            )
-            group.sort(key=lambda op: op.seq)
-            jobs += [group[i : i + size] for i in range(0, len(group), size)]
-        return jobs
-
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         self._kick.set()
@@ -300,10 +293,13 @@ class Delivery:
             task.result()  # a bug in delivery itself surfaces here
 
     async def _wait_for_work(self) -> None:
+        """Until kicked (a result, new ops, a stop), the next op is due, or IDLE_POLL_S. When
+        the next op is due comes from the last settle (no outbox round trip per wait): only a
+        settle or new ops (which kick) change it, besides operators' commands (polled)."""
         now = self.clock()
         timeout = IDLE_POLL_S
         if len(self._tasks) < self.concurrency:
-            due = self.outbox.next_due_at()
+            due = self._next_due
             if due is not None:
                 timeout = min(timeout, due - now)
             if timeout <= 0:
@@ -317,10 +313,10 @@ class Delivery:
                 await asyncio.wait_for(self._kick.wait(), timeout)
         self._kick.clear()
 
-    def _commit_results(self) -> None:
+    async def _commit_results(self) -> None:
         if self._results:
             results, self._results = self._results, []
-            self.outbox.complete(results)
+            await self.outbox.complete(results)
 
     async def _drain(self) -> None:
         """Hand back the queued jobs, let in-flight requests finish (bounded), then commit what
@@ -336,7 +332,7 @@ class Delivery:
                 self._hand_back([job], error="interrupted by shutdown")
             if pending:
                 await asyncio.wait(pending)
-        self._commit_results()
+        await self._commit_results()
 
     # -- one operation -------------------------------------------------------------------------
 
@@ -352,7 +348,9 @@ class Delivery:
             return self.outcomes.dead(op, attempts, f"unknown target '{op.target}'", None)
         if op.deferred is not None:
             try:
-                payload = self.chains.render(op.deferred, self.outbox.chain_steps(op.chain or ""))
+                payload = self.chains.render(
+                    op.deferred, await self.outbox.chain_steps(op.chain or "")
+                )
             except TemplateError as exc:
                 reason = f"rule '{op.rule}' action {op.action_index}: {exc}"
                 return self.outcomes.dead(op, attempts, reason, None)

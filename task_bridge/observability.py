@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from task_bridge.redaction import Redactor
 
 LOGGER_NAME = "task_bridge"
+LOOP_TICK_S = 0.05
+"""How often the loop monitor's timer is due."""
+LOOP_STALL_S = 10.0
+"""/healthz answers 503 when the event loop has not run its timer for this long."""
+LOOP_LAG_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, float("inf"),
+)  # fmt: skip
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
     "message",
     "asctime",
@@ -106,21 +116,97 @@ class Metrics:
             " (unset for Kafka: its checkpoint is an offset per partition)",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "task_bridge_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 50 ms",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.heartbeat = Heartbeat()
         self.ready = False
+
+
+class Heartbeat:
+    """When the event loop last ran its monitor's timer; /healthz reads it from its thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: float | None = None
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+
+    def silent_for(self) -> float | None:
+        """Seconds since the last beat; None before the first."""
+        with self._lock:
+            last = self._last
+        return None if last is None else time.monotonic() - last
+
+
+class LoopMonitor:
+    """A timer on the event loop, due every `interval`: how late it runs is the loop's lag
+    (anything that holds the loop, a blocking call or a long callback, shows up in it), and
+    each run is a heartbeat /healthz checks. The next one is due `interval` after a run, so a
+    stall counts once, with its length."""
+
+    def __init__(self, metrics: Metrics, interval: float = LOOP_TICK_S) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        """On the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self.metrics.heartbeat.beat()
+        self._schedule(self._loop.time())
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        self._due = now + self.interval
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        self.metrics.loop_lag.observe(max(0.0, now - self._due))
+        self.metrics.heartbeat.beat()
+        self._schedule(now)
 
 
 class MetricsServer:
     """Serves /metrics, /healthz and /readyz on a port (`bridge run --metrics-port`)."""
 
-    def __init__(self, metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        port: int,
+        host: str = "127.0.0.1",
+        stall_after: float = LOOP_STALL_S,
+    ) -> None:
+        """/healthz: 200 while the event loop runs its monitor's timer (or before it starts),
+        503 naming the stall once it has not for `stall_after` seconds."""
         registry = metrics.registry
+
+        def health() -> tuple[int, bytes]:
+            silent = metrics.heartbeat.silent_for()
+            if silent is not None and silent > stall_after:
+                return 503, f"event loop stalled: no tick for {silent:.1f} s\n".encode()
+            return 200, b"ok\n"
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/metrics":
                     body, ctype, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
                 elif self.path == "/healthz":
-                    body, ctype, code = b"ok\n", "text/plain", 200
+                    (code, body), ctype = health(), "text/plain"
                 elif self.path == "/readyz":
                     code = 200 if metrics.ready else 503
                     body, ctype = (b"ready\n" if metrics.ready else b"starting\n"), "text/plain"

@@ -74,15 +74,16 @@ class Target(Protocol):
 
 class TargetStore(Protocol):
     """What targets may keep in the outbox database: remote ids and small state (cursors,
-    started automation executions). Writes commit at once."""
+    started automation executions). Writes commit at once. Awaited: the bridge serves it
+    from the outbox's own thread (`outbox.offloop.LoopOutbox`), never on the event loop."""
 
-    def get_remote_id(self, target: str, uid: str) -> str | None: ...
+    async def get_remote_id(self, target: str, uid: str) -> str | None: ...
 
-    def set_remote_id(self, target: str, uid: str, remote_id: str) -> None: ...
+    async def set_remote_id(self, target: str, uid: str, remote_id: str) -> None: ...
 
-    def get_state(self, key: str) -> str | None: ...
+    async def get_state(self, key: str) -> str | None: ...
 
-    def set_state(self, key: str, value: str) -> None: ...
+    async def set_state(self, key: str, value: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -149,14 +150,14 @@ class MemoryStore:
         self._ids: dict[tuple[str, str], str] = {}
         self._state: dict[str, str] = {}
 
-    def get_remote_id(self, target: str, uid: str) -> str | None:
+    async def get_remote_id(self, target: str, uid: str) -> str | None:
         return self._ids.get((target, uid))
 
-    def set_remote_id(self, target: str, uid: str, remote_id: str) -> None:
+    async def set_remote_id(self, target: str, uid: str, remote_id: str) -> None:
         self._ids[(target, uid)] = remote_id
 
-    def get_state(self, key: str) -> str | None:
+    async def get_state(self, key: str) -> str | None:
         return self._state.get(key)
 
-    def set_state(self, key: str, value: str) -> None:
+    async def set_state(self, key: str, value: str) -> None:
         self._state[key] = value

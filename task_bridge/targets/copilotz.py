@@ -115,12 +115,12 @@ class CopilotzTarget(HttpTarget):
     # -- operations ------------------------------------------------------------------------------
 
     async def send(self, call: Call) -> Delivered:
-        remote_id = self.store.get_remote_id(self.name, call.uid)
+        remote_id = await self.store.get_remote_id(self.name, call.uid)
         if remote_id is None:
             found = await self._find(call.uid)
             if found is not None:
                 remote_id = str(found["_id"])
-                self.store.set_remote_id(self.name, call.uid, remote_id)
+                await self.store.set_remote_id(self.name, call.uid, remote_id)
         body: dict[str, Any] = dict(call.payload)
         if call.op in ("create", "upsert") and remote_id is None:
             response = await self._call("POST", "/rest/tasks", {**body, "extId": call.uid})

@@ -77,7 +77,7 @@ class GenericHttpTarget(HttpTarget):
         compiled = self.ops.get(call.op)
         if compiled is None:
             raise PermanentDeliveryError(f"target '{self.name}' has no '{call.op}' operation")
-        remote_id = self.store.get_remote_id(self.name, call.uid)
+        remote_id = await self.store.get_remote_id(self.name, call.uid)
         if compiled.uses_remote_id and remote_id is None:
             raise PermanentDeliveryError(
                 f"no remote id known for uid '{call.uid}' (its create has not been delivered)"

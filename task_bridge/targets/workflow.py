@@ -142,12 +142,12 @@ class WorkflowTarget(HttpTarget):
 
     async def _run_automation(self, call: Call, task: dict[str, Any]) -> Delivered:
         state_key = f"workflow:{self.name}:{call.op_id}"
-        stored = self.store.get_state(state_key)
+        stored = await self.store.get_state(state_key)
         if stored is not None:  # started before a crash or retry: resume polling it
             started = _loads(stored)
         else:
             started = await self._start(task)
-            self.store.set_state(state_key, dumps_payload(started))
+            await self.store.set_state(state_key, dumps_payload(started))
         status = await self._poll(started["automation_id"])
         mapped = STEP_STATUS[status]
         step = await self._patch_step(

@@ -51,7 +51,7 @@ class NotesTarget(HttpTarget):
                 "POST", "/tasks", dict(call.payload), headers={"Idempotency-Key": call.op_id}
             )
             return Delivered(response.status_code, str(json_body(response)["id"]))
-        remote_id = self.store.get_remote_id(self.name, call.uid)  # what the create returned
+        remote_id = await self.store.get_remote_id(self.name, call.uid)  # what the create returned
         response = await self.call("POST", f"/tasks/{remote_id}/close")
         return Delivered(response.status_code, remote_id)
 

@@ -18,6 +18,7 @@ from task_bridge.events import SourcePosition
 from task_bridge.fakes.fragment import FakeFragment
 from task_bridge.observability import Metrics
 from task_bridge.operations import Operation
+from task_bridge.outbox.offloop import LoopOutbox
 from task_bridge.outbox.sqlite import SqliteOutbox
 from task_bridge.retry import RetryPolicy
 from task_bridge.rules.chains import ChainRenderer
@@ -62,13 +63,15 @@ async def _deliver_until(
     deadline_s: float,
     batch_size: int = 1,
 ) -> None:
-    """Run delivery (concurrency 4) until `delivered` ops are, then stop it."""
+    """Run delivery (concurrency 4, on a connection of its own) until `delivered` ops are,
+    then stop it."""
+    box = LoopOutbox(SqliteOutbox(outbox.path))
     async with httpx.AsyncClient() as client:
         config = FragmentConfig(
             kind="fragment", base_url=fake.url, token=SecretStr(TOKEN), batch_size=batch_size
         )
         delivery = Delivery(
-            outbox,
+            box,
             {"fragment": FragmentTarget("fragment", config, TargetDeps.of(client))},
             RetryPolicy(),
             concurrency=4,
@@ -86,6 +89,7 @@ async def _deliver_until(
             await asyncio.sleep(0.01)
         stop.set()
         await run
+    await box.aclose()
 
 
 def test_queued_jobs_keep_task_order_and_go_back_to_pending_on_stop(
