@@ -1,8 +1,8 @@
 """The event loop's outbox: one connection, used only from one thread of its own.
 
-Delivery, housekeeping and reclaim run on the asyncio loop, and an outbox call may wait: on the
-write lock the ingest writer holds, on SQLite's lock when another connection writes, on a
-Postgres round trip. `LoopOutbox` runs every such call on its worker thread and hands the
+Delivery, the targets' store, housekeeping and reclaim run on the asyncio loop, and an outbox
+call may wait: on the write lock the ingest writer holds, on SQLite's lock when another
+connection writes, on a Postgres round trip. `LoopOutbox` runs every such call on its worker thread and hands the
 result back to the loop, so the loop goes on serving requests and timers meanwhile.
 
 One worker, one connection: calls run one at a time in the order they were made, and the
@@ -92,7 +92,7 @@ class LoopOutbox:
     async def oldest_pending_created_at(self) -> float | None:
         return await self.call(lambda o: o.oldest_pending_created_at())
 
-    # -- what a target store needs (targets still call a synchronous store today) --------------
+    # -- the targets' store (`targets.base.TargetStore`) ---------------------------------------
 
     async def get_remote_id(self, target: str, uid: str) -> str | None:
         return await self.call(lambda o: o.get_remote_id(target, uid))
