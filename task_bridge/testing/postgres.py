@@ -59,9 +59,9 @@ def find_bindir() -> Path:
             raise ClusterError(f"{BINDIR_ENV}={bindir}: no initdb there")
         return Path(bindir)
     if major := os.environ.get(MAJOR_ENV):
-        for candidate in (Path(f"/usr/lib/postgresql/{major}/bin"), CACHE_DIR / major / "bin"):
-            if (candidate / "initdb").exists():
-                return candidate
+        for found in (Path(f"/usr/lib/postgresql/{major}/bin"), CACHE_DIR / major / "bin"):
+            if (found / "initdb").exists():
+                return found
         raise ClusterError(
             f"{MAJOR_ENV}={major}: Postgres {major} not found in /usr/lib/postgresql/{major}/bin"
             f" or {CACHE_DIR / major / 'bin'}: run scripts/fetch_postgres.py {major}"
