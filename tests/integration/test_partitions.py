@@ -130,3 +130,30 @@ def test_rule_naming_a_partition_is_refused(bridge_env: BridgeEnv, rules: str) -
     assert "partition" in text and "public.shipments" in text, bridge.log_tail()
     assert "Traceback" not in text
     assert env.query("SELECT 1 FROM pg_publication WHERE pubname = %s", (env.slot,)) == []
+
+
+def test_operator_all_tables_publication_without_root_setting_is_refused(
+    bridge_env: BridgeEnv,
+) -> None:
+    """A `FOR ALL TABLES` publication made by an operator is never altered: without
+    publish_via_partition_root, rules on a partitioned table would never fire, so `run` exits 1
+    with the ALTER PUBLICATION to run; once the operator ran it, rows in every partition fire."""
+    env = bridge_env
+    env.sql(*SHIPMENTS_DDL, f"CREATE PUBLICATION {env.slot} FOR ALL TABLES")
+    env.write_config(rules=SHIPMENT_RULES)
+    bridge = env.bridge().start()
+    assert bridge.proc is not None
+    assert bridge.proc.wait(timeout=60) == 1
+    error = bridge.events("shutdown")[-1]["error"]
+    assert f'ALTER PUBLICATION "{env.slot}" SET (publish_via_partition_root = true)' in error
+    assert "public.shipments" in error and "Traceback" not in bridge.log_text()
+    assert env.query("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (env.slot,)) == [
+        (False,)
+    ]
+
+    env.sql(f"ALTER PUBLICATION {env.slot} SET (publish_via_partition_root = true)")
+    bridge = env.bridge().start()
+    bridge.wait_for_log("source.started")
+    env.sql("INSERT INTO shipments VALUES (1, 'eu', 'new'), (2, 'apac', 'new')")
+    wait_until(lambda: len(env.fake.tasks()) == 2, timeout=30, message="2 tasks")
+    assert {t["fields"]["table"] for t in env.fake.tasks().values()} == {"public.shipments"}

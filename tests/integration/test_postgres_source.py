@@ -388,7 +388,9 @@ def test_idle_positions_advance_a_quiet_slot(pg_dsn: str, make_source: SourceFac
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for i in range(50):
             conn.execute("INSERT INTO busy VALUES (%s, repeat('x', 2000))", (i,))
-        row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+        row = conn.execute(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
+        ).fetchone()
         assert row is not None
         written = int(row[0])
     assert written > start
