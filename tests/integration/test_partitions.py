@@ -34,6 +34,7 @@ rules:
             title: "Shipment {{ after.id }}"
             table: "{{ schema }}.{{ table }}"
             region: "{{ after.region }}"
+            key: "{{ key }}"
   - name: delivered
     table: public.shipments
     on: [update]
@@ -95,6 +96,7 @@ def test_rule_on_partitioned_table_fires_for_every_partition(
         assert task is not None
         assert task["fields"]["table"] == "public.shipments"
         assert task["fields"]["region"] == region
+        assert task["fields"]["key"] == {"id": int(uid[-1]), "region": region}
     published = env.query(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
         (env.slot,),
