@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint check chaos demo bench clean
+.PHONY: install test test-majors lint check chaos demo bench clean
 
 $(STAMP): pyproject.toml scripts/ensure-postgres.sh
 	./scripts/ensure-postgres.sh
@@ -18,6 +18,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# The Postgres-facing tests on the other supported majors (14, 16, 17, 18; PG_MAJORS="16" for
+# one), binaries fetched into .cache/postgres/ by scripts/fetch_postgres.py.
+PG_MAJORS ?= 14 16 17 18
+test-majors: $(STAMP)
+	PY=$(BIN)/python ./scripts/test-majors.sh $(PG_MAJORS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check task_bridge tests bench
 	$(BIN)/ruff format --check task_bridge tests bench
@@ -30,7 +36,7 @@ chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
 
 # Exactly what CI runs (.ci/run).
-check: lint test chaos
+check: lint test test-majors chaos
 
 demo: $(STAMP)
 	$(BIN)/python -m task_bridge.demo

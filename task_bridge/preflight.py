@@ -1,5 +1,6 @@
 """`bridge validate --check-source`: do the rules' tables and columns exist in the database,
-and do rules that read `before.*` have the REPLICA IDENTITY FULL they need?"""
+do rules that read `before.*` have the REPLICA IDENTITY FULL they need, and does no rule name a
+partition (published under its partitioned table's name, so such a rule would never fire)?"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from task_bridge.config import LoadedConfig
 from task_bridge.errors import SourceUnavailable
 from task_bridge.rules.loader import RuleSet
 from task_bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, describe
+from task_bridge.sources.postgres.slot import GLOB_CHARS, partition_error, relations
 from task_bridge.targets.humanlambdas_poller import SCHEMA as TASK_API_SCHEMA
 
 ROW_NAMES = ("after", "before", "row")
@@ -41,13 +43,27 @@ def check_source(loaded: LoadedConfig, ruleset: RuleSet) -> list[str]:
             pg.dsn.get_secret_value(), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
         ) as conn:
             catalog = _columns(conn)
+            roots = relations(conn)
     except psycopg.OperationalError as exc:
         raise SourceUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
     problems: list[str] = []
     for rule in ruleset.rules:
         if rule.table.startswith(f"{TASK_API_SCHEMA}."):
             continue  # events from a task API's poller, not from Postgres
-        tables = [t for t in catalog if fnmatch.fnmatchcase(t, rule.table)]
+        matched = [t for t in catalog if fnmatch.fnmatchcase(t, rule.table)]
+        tables = [t for t in matched if roots.get(t) is None]
+        if not GLOB_CHARS & set(rule.table) and (root := roots.get(rule.table)) is not None:
+            problems.append(
+                f"{rule.where}: rule '{rule.name}': {partition_error(rule.table, root)}"
+            )
+            continue
+        if matched and not tables:
+            problems.append(
+                f"{rule.where}: rule '{rule.name}': table '{rule.table}' matches only partitions"
+                f" ({', '.join(sorted(matched))}), whose changes are published under their"
+                " partitioned table's name: name that table in the rule"
+            )
+            continue
         if not tables:
             problems.append(f"{rule.where}: rule '{rule.name}': table '{rule.table}' not found")
             continue

@@ -39,8 +39,33 @@ class ClusterError(RuntimeError):
     """The throwaway cluster could not be set up."""
 
 
+BINDIR_ENV = "TASK_BRIDGE_PG_BINDIR"
+"""A directory with initdb, pg_ctl, postgres and pg_isready: the server the tests run."""
+MAJOR_ENV = "TASK_BRIDGE_PG_MAJOR"
+"""A major (14-18): Debian's /usr/lib/postgresql/<major>/bin, else the repository's
+.cache/postgres/<major>/bin that scripts/fetch_postgres.py fills."""
+CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "postgres"
+
+
 def find_bindir() -> Path:
-    """Directory of initdb/pg_ctl: `pg_config --bindir`, else /usr/lib/postgresql/*/bin."""
+    """Directory of initdb/pg_ctl for the test clusters.
+
+    `TASK_BRIDGE_PG_BINDIR`, else `TASK_BRIDGE_PG_MAJOR` (see MAJOR_ENV), else the default:
+    `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin. A directory the variables
+    name that holds no server is an error, never a silent fall-back to another major.
+    """
+    if bindir := os.environ.get(BINDIR_ENV):
+        if not (Path(bindir) / "initdb").exists():
+            raise ClusterError(f"{BINDIR_ENV}={bindir}: no initdb there")
+        return Path(bindir)
+    if major := os.environ.get(MAJOR_ENV):
+        for found in (Path(f"/usr/lib/postgresql/{major}/bin"), CACHE_DIR / major / "bin"):
+            if (found / "initdb").exists():
+                return found
+        raise ClusterError(
+            f"{MAJOR_ENV}={major}: Postgres {major} not found in /usr/lib/postgresql/{major}/bin"
+            f" or {CACHE_DIR / major / 'bin'}: run scripts/fetch_postgres.py {major}"
+        )
     candidates: list[str] = []
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)

@@ -66,7 +66,11 @@ def query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]
 def read_until(
     source: PostgresSource, commits: int, timeout: float = 20.0, ack: bool = False
 ) -> list[SourceItem]:
-    """Read until `commits` Commit markers arrived (Idle items dropped); ack them if asked."""
+    """Read until `commits` Commit markers arrived (Idle items dropped); ack them if asked.
+
+    Transactions that publish nothing are dropped too (acked when asked): Postgres 14 sends
+    Begin/Commit for them (an ALTER PUBLICATION, a change to another table), 15+ skips them.
+    """
     items: list[SourceItem] = []
     deadline = time.monotonic() + timeout
     while sum(isinstance(i, Commit) for i in items) < commits:
@@ -74,7 +78,10 @@ def read_until(
         for item in source.read(1000, 0.2):
             if isinstance(item, Idle):
                 continue
-            items.append(item)
+            if isinstance(item, Commit) and (not items or isinstance(items[-1], Commit)):
+                pass  # an empty transaction
+            else:
+                items.append(item)
             if ack and isinstance(item, Commit):
                 source.ack(item.position)
     return items
@@ -82,6 +89,11 @@ def read_until(
 
 def changes(items: list[SourceItem]) -> list[ChangeEvent]:
     return [item for item in items if isinstance(item, ChangeEvent)]
+
+
+def server_version(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.info.server_version
 
 
 def confirmed_flush(dsn: str) -> int:
@@ -217,17 +229,44 @@ def test_publication_follows_the_table_set(pg_dsn: str, make_source: SourceFacto
     third = make_source(["sales.*"])
     third.open(None)
     assert published(pg_dsn) == {"sales.x"}
-    schemas = query(
-        pg_dsn,
-        "SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_publication p"
-        " ON p.oid = pn.pnpubid JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = %s",
-        (PUB,),
-    )
-    assert schemas == [("sales",)]
+    if server_version(pg_dsn) >= 150000:
+        schemas = query(
+            pg_dsn,
+            "SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_publication p"
+            " ON p.oid = pn.pnpubid JOIN pg_namespace n ON n.oid = pn.pnnspid"
+            " WHERE p.pubname = %s",
+            (PUB,),
+        )
+        assert schemas == [("sales",)]
     third.close()
 
     with pytest.raises(SourceError, match=r"public\.missing"):
         make_source(["public.a", "public.missing"]).open(None)
+
+
+def test_schema_on_14_is_its_tables_kept_in_step(
+    pg_dsn: str, make_source: SourceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before Postgres 15 (no TABLES IN SCHEMA) `schema.*` publishes the schema's tables, with a
+    warning that says so; a table created later joins the publication at the next open."""
+    if server_version(pg_dsn) >= 150000:
+        pytest.skip("Postgres 15+ publishes the schema itself (test_publication_follows...)")
+    sql(pg_dsn, "CREATE SCHEMA sales", "CREATE TABLE sales.x (id int PRIMARY KEY)")
+    first = make_source(["sales.*"])
+    with caplog.at_level(logging.WARNING, logger="task_bridge"):
+        first.open(None)
+    assert published(pg_dsn) == {"sales.x"}
+    (warning,) = [r for r in caplog.records if r.getMessage() == "publication.schema_enumerated"]
+    assert warning.__dict__["ctx"]["schemas"] == ["sales"]
+    first.close()
+
+    sql(pg_dsn, "CREATE TABLE sales.y (id int PRIMARY KEY)")
+    second = make_source(["sales.*"])
+    second.open(None)
+    assert published(pg_dsn) == {"sales.x", "sales.y"}
+    sql(pg_dsn, "INSERT INTO sales.y VALUES (7)")
+    (event,) = changes(read_until(second, commits=1, ack=True))
+    assert (event.schema, event.table, event.after) == ("sales", "y", {"id": 7})
 
 
 def test_no_table_named_never_drops_the_publication(
@@ -349,7 +388,9 @@ def test_idle_positions_advance_a_quiet_slot(pg_dsn: str, make_source: SourceFac
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for i in range(50):
             conn.execute("INSERT INTO busy VALUES (%s, repeat('x', 2000))", (i,))
-        row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+        row = conn.execute(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
+        ).fetchone()
         assert row is not None
         written = int(row[0])
     assert written > start

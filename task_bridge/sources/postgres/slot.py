@@ -16,13 +16,64 @@ from psycopg import sql
 from task_bridge.errors import SourceError
 
 GLOB_CHARS = frozenset("*?[")
+SCHEMA_PUBLICATION_MIN = 150000
+"""`FOR TABLES IN SCHEMA` and `pg_publication_namespace` exist from Postgres 15; on 14 the bridge
+publishes a schema's current tables instead (see `resolve_tables`)."""
+VIA_ROOT = "publish_via_partition_root"
+
+_RELATIONS = (
+    "SELECT n.nspname || '.' || c.relname, c.relispartition,"
+    " CASE WHEN c.relispartition THEN"
+    " (SELECT rn.nspname || '.' || r.relname FROM pg_class r"
+    " JOIN pg_namespace rn ON rn.oid = r.relnamespace WHERE r.oid = pg_partition_root(c.oid))"
+    " END"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+)
+
+
+def relations(conn: psycopg.Connection) -> dict[str, str | None]:
+    """Qualified table -> the root of its partition tree (None: not a partition).
+
+    Publications publish via the partition root, so a partition's changes arrive under its
+    root's name; a partition is never a table of its own for the rules.
+    """
+    return {
+        name: root if is_partition else None
+        for name, is_partition, root in conn.execute(_RELATIONS)
+    }
+
+
+def partition_error(pattern: str, root: str) -> str:
+    """Why a rule must not name a partition, and what to name instead."""
+    return (
+        f"table '{pattern}' is a partition of '{root}': its changes are published"
+        f" under '{root}' (publish_via_partition_root); name '{root}' in the rule (a `when:`"
+        " on the partition key selects this partition's rows)"
+    )
+
+
+def whole_schemas(patterns: Sequence[str]) -> list[str]:
+    """The schemas that patterns name whole (`schema.*`)."""
+    return sorted(
+        {
+            schema
+            for schema, _, table in (p.partition(".") for p in patterns)
+            if table == "*" and not GLOB_CHARS & set(schema)
+        }
+    )
 
 
 def resolve_tables(conn: psycopg.Connection, patterns: Sequence[str]) -> tuple[set[str], set[str]]:
-    """Patterns -> (qualified tables, whole schemas). `schema.*` publishes the whole schema."""
+    """Patterns -> (qualified tables, whole schemas). `schema.*` publishes the whole schema.
+
+    Globs never match partitions (their rows arrive under the partitioned table's name); a
+    pattern naming a partition is a `SourceError`. Before Postgres 15 (no `TABLES IN SCHEMA`)
+    a whole schema becomes the tables it holds now (no partitions).
+    """
     tables: set[str] = set()
     schemas: set[str] = set()
-    catalog: list[str] | None = None
+    catalog = relations(conn)
     for pattern in patterns:
         schema, _, table = pattern.partition(".")
         if table == "*" and not GLOB_CHARS & set(schema):
@@ -33,23 +84,29 @@ def resolve_tables(conn: psycopg.Connection, patterns: Sequence[str]) -> tuple[s
                 raise SourceError(f"rules name schema '{schema}', which does not exist")
             schemas.add(schema)
         elif GLOB_CHARS & set(pattern):
-            if catalog is None:
-                catalog = [
-                    f"{s}.{t}"
-                    for s, t in conn.execute(
-                        "SELECT schemaname, tablename FROM pg_tables"
-                        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
-                    )
-                ]
-            tables.update(name for name in catalog if fnmatch.fnmatchcase(name, pattern))
+            matched = {n: r for n, r in catalog.items() if fnmatch.fnmatchcase(n, pattern)}
+            found = {n for n, root in matched.items() if root is None}
+            if matched and not found:
+                roots = sorted({r for r in matched.values() if r is not None})
+                raise SourceError(
+                    f"rules name tables '{pattern}', which match only partitions (of"
+                    f" {', '.join(roots)}): their changes are published under the partitioned"
+                    " table's name; name that table in the rule"
+                )
+            tables.update(found)
         else:
-            row = conn.execute(
-                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-                (schema, table),
-            ).fetchone()
-            if row is None:
+            if pattern not in catalog:
                 raise SourceError(f"rules name table '{pattern}', which does not exist")
+            if (root := catalog[pattern]) is not None:
+                raise SourceError(partition_error(pattern, root))
             tables.add(pattern)
+    if conn.info.server_version < SCHEMA_PUBLICATION_MIN:
+        tables.update(
+            name
+            for name, root in catalog.items()
+            if root is None and name.partition(".")[0] in schemas
+        )
+        schemas = set()
     return {t for t in tables if t.partition(".")[0] not in schemas}, schemas
 
 
@@ -64,6 +121,8 @@ def _published(conn: psycopg.Connection, publication: str) -> tuple[set[str], se
             (publication,),
         )
     }
+    if conn.info.server_version < SCHEMA_PUBLICATION_MIN:
+        return tables, set()
     schemas = {
         s
         for (s,) in conn.execute(
@@ -100,33 +159,67 @@ def ensure_publication(
 ) -> PublicationChange:
     """Create the publication for the rules' tables, or bring it in line.
 
+    The publication publishes via the partition root (an existing one without the setting gets
+    it), so a partitioned table's rows carry its own name whichever partition holds them.
     Never drops it: dropping would make it younger than the slot, whose historic snapshot then
     cannot see it. When the patterns name no table (rules only for polled queues, or globs that
     match nothing) an existing publication keeps its tables (`kept`) and a missing one is
-    created empty. A publication `FOR ALL TABLES` (made by an operator) is left alone.
+    created empty. A publication `FOR ALL TABLES` (made by an operator) is left alone; one
+    without the partition-root setting is refused when a rule names a partitioned table.
     """
     tables, schemas = resolve_tables(conn, patterns)
     exists = conn.execute(
-        "SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,)
+        "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)
     ).fetchone()
     name = sql.Identifier(publication)
+    via_root = sql.SQL("WITH ({} = true)").format(sql.Identifier(VIA_ROOT))
     if exists is None:
         if tables or schemas:
             conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR {}").format(name, _objects(tables, schemas))
+                sql.SQL("CREATE PUBLICATION {} FOR {} {}").format(
+                    name, _objects(tables, schemas), via_root
+                )
             )
         else:
-            conn.execute(sql.SQL("CREATE PUBLICATION {}").format(name))
+            conn.execute(sql.SQL("CREATE PUBLICATION {} {}").format(name, via_root))
         return "created"
-    if exists[0]:
+    all_tables, is_via_root = exists
+    if all_tables:
+        if not is_via_root:
+            _refuse_all_tables_by_partition(conn, publication, tables)
         return "unchanged"
-    published = _published(conn, publication)
-    if published == (tables, schemas):
-        return "unchanged"
+    change: PublicationChange = "unchanged"
+    if not is_via_root:
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} SET ({} = true)").format(name, sql.Identifier(VIA_ROOT))
+        )
+        change = "altered"
+    if _published(conn, publication) == (tables, schemas):
+        return change
     if not tables and not schemas:
-        return "kept"  # ALTER ... SET needs at least one object; dropping is not an option
+        return "kept" if change == "unchanged" else change  # ALTER ... SET needs an object
     conn.execute(sql.SQL("ALTER PUBLICATION {} SET {}").format(name, _objects(tables, schemas)))
     return "altered"
+
+
+def _refuse_all_tables_by_partition(
+    conn: psycopg.Connection, publication: str, tables: set[str]
+) -> None:
+    partitioned = sorted(
+        f"{s}.{t}"
+        for s, t in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p'"
+        )
+        if f"{s}.{t}" in tables
+    )
+    if partitioned:
+        raise SourceError(
+            f"publication '{publication}' (FOR ALL TABLES, not made by the bridge) publishes"
+            f" partitioned table(s) {', '.join(partitioned)} under their partitions' names, so"
+            f" rules on them would never fire; run: ALTER PUBLICATION"
+            f" {sql.Identifier(publication).as_string(conn)} SET ({VIA_ROOT} = true)"
+        )
 
 
 def published_objects(conn: psycopg.Connection, publication: str) -> list[str]:

@@ -22,10 +22,12 @@ from task_bridge.sources.base import Commit, Idle, SourceItem
 from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 from task_bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, ReplicationStream, describe
 from task_bridge.sources.postgres.slot import (
+    SCHEMA_PUBLICATION_MIN,
     ensure_publication,
     ensure_slot,
     primary_keys,
     published_objects,
+    whole_schemas,
 )
 
 ACK_MIN_INTERVAL_S = 0.1
@@ -88,6 +90,7 @@ class PostgresSource:
                     )
                 elif change == "kept":
                     self._log_kept(conn)
+                self._log_enumerated(conn)
                 created, confirmed = ensure_slot(conn, self.slot)
                 if created:
                     log(self.log, logging.INFO, "slot.created", slot=self.slot)
@@ -167,6 +170,20 @@ class PostgresSource:
             pass  # the connection is already gone; the stored checkpoint is what counts
         finally:
             stream.close()
+
+    def _log_enumerated(self, conn: psycopg.Connection) -> None:
+        schemas = whole_schemas(self.tables)
+        if schemas and conn.info.server_version < SCHEMA_PUBLICATION_MIN:
+            log(
+                self.log,
+                logging.WARNING,
+                "publication.schema_enumerated",
+                publication=self.publication,
+                schemas=schemas,
+                reason="Postgres 14 has no FOR TABLES IN SCHEMA: the publication holds the"
+                " schemas' tables as they are now, and is brought in step at every start and"
+                " reconnect; changes to a table created later are read only from then on",
+            )
 
     def _log_kept(self, conn: psycopg.Connection) -> None:
         named = f" ({', '.join(self.tables)} match no table)" if self.tables else ""
