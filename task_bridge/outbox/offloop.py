@@ -2,8 +2,9 @@
 
 Delivery, the targets' store, housekeeping and reclaim run on the asyncio loop, and an outbox
 call may wait: on the write lock the ingest writer holds, on SQLite's lock when another
-connection writes, on a Postgres round trip. `LoopOutbox` runs every such call on its worker thread and hands the
-result back to the loop, so the loop goes on serving requests and timers meanwhile.
+connection writes, on a Postgres round trip. `LoopOutbox` runs every such call on its worker
+thread and hands the result back to the loop, so the loop goes on serving requests and timers
+meanwhile.
 
 One worker, one connection: calls run one at a time in the order they were made, and the
 outbox's `transaction()` (scoped by thread) is only ever entered by that thread. `run(work)`
