@@ -9,7 +9,6 @@ import ipaddress
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ import httpx
 
 from task_bridge.config import BridgeConfig, LoadedConfig
 from task_bridge.delivery import Delivery
-from task_bridge.errors import BridgeError, SourceUnavailable, exit_code
+from task_bridge.errors import BridgeError, exit_code
 from task_bridge.events import parse_lsn
 from task_bridge.ingest import Ingest
 from task_bridge.observability import LoopMonitor, Metrics, MetricsServer, log
@@ -32,14 +31,13 @@ from task_bridge.rules.chains import ChainRenderer
 from task_bridge.rules.engine import RuleEngine
 from task_bridge.rules.loader import RuleSet, load_rules
 from task_bridge.sources.base import Source
-from task_bridge.sources.postgres.lag import slot_lag_bytes
 from task_bridge.sources.postgres.source import PostgresSource
 from task_bridge.targets import build_target, target_sources
 from task_bridge.targets.base import Target, TargetDeps
 from task_bridge.targets.humanlambdas_poller import SCHEMA as TASK_API_SCHEMA
 from task_bridge.templating import Templates
+from task_bridge.upkeep import Upkeep
 
-HOUSEKEEPING_INTERVAL_S = 30.0
 GC_THRESHOLDS = (10_000, 10, 10)  # gen0 700 -> 10k; 50k was as fast but kept ~30 MB more garbage
 SWITCH_INTERVAL_S = 0.0005  # Python's default: 5 ms
 RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
@@ -77,6 +75,7 @@ def build_sources(config: BridgeConfig, ruleset: RuleSet, logger: logging.Logger
                 tables,
                 status_interval=pg.status_interval,
                 logger=logger,
+                lag_warn_bytes=pg.lag_warn_bytes,
             )
         )
     if kafka is not None:
@@ -221,6 +220,7 @@ class App:
             self._warn_plain_http()
             if self.after_start is not None:
                 self.after_start()
+            sources = build_sources(self.config, engine.ruleset, self.log)
             threads = [
                 threading.Thread(
                     target=self._ingest_thread,
@@ -233,7 +233,7 @@ class App:
                         lambda: loop.call_soon_threadsafe(stop.set),
                     ),
                 )
-                for source in build_sources(self.config, engine.ruleset, self.log)
+                for source in sources
             ]
             if server is not None:
                 server.start()
@@ -241,8 +241,9 @@ class App:
             for thread in threads:
                 thread.start()
             self.metrics.ready = True
+            upkeep = Upkeep(outbox, sources, self.metrics, self.log, self.config.outbox.retention)
             chores = [
-                asyncio.create_task(self._guard(self._housekeeping(outbox, stop), shared, stop)),
+                asyncio.create_task(self._guard(upkeep.run(stop), shared, stop)),
                 asyncio.create_task(
                     self._guard(self._reclaim(outbox, delivery, stop), shared, stop)
                 ),
@@ -340,33 +341,3 @@ class App:
                 delivery.wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RECLAIM_INTERVAL_S)
-
-    async def _housekeeping(self, outbox: LoopOutbox, stop: asyncio.Event) -> None:
-        """Outbox gauges, retention purge and slot lag, every few seconds."""
-        pg = self.config.source.postgres
-        while not stop.is_set():
-            counts = await outbox.counts()
-            for status, n in counts.items():
-                self.metrics.outbox.labels(status).set(n)
-            purged = await outbox.purge(["delivered"], time.time() - self.config.outbox.retention)
-            if purged:
-                log(self.log, logging.INFO, "outbox.purged", ops=purged)
-            if pg is not None:
-                try:
-                    lag = await asyncio.to_thread(
-                        slot_lag_bytes, pg.dsn.get_secret_value(), pg.slot
-                    )
-                except SourceUnavailable:
-                    lag = None
-                if lag is not None:
-                    level = logging.WARNING if lag > pg.lag_warn_bytes else logging.DEBUG
-                    log(
-                        self.log,
-                        level,
-                        "slot.lag",
-                        slot=pg.slot,
-                        lag_bytes=lag,
-                        threshold_bytes=pg.lag_warn_bytes,
-                    )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL_S)

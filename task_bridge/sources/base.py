@@ -25,6 +25,17 @@ from task_bridge.events import ChangeEvent, SourcePosition
 
 
 @dataclass(frozen=True, slots=True)
+class Lag:
+    """A source's lag, as upkeep logs it (`event` with `context`, `lag_bytes`,
+    `threshold_bytes`; a warning past `warn_bytes`)."""
+
+    event: str
+    context: dict[str, str]
+    bytes: int
+    warn_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     position: str
     """A plain str, or a `Checkpoint` that merges itself into the stored one."""
@@ -62,6 +73,12 @@ class Source(Protocol):
 
     def ack(self, position: str) -> None:
         """Everything up to `position` is durable downstream."""
+        ...
+
+    def lag(self) -> Lag | None:
+        """How far the source's server is ahead of what was acknowledged, or None when it
+        cannot say. Called from another thread than `read` (upkeep, every 30 s): it must
+        not touch the reading connection."""
         ...
 
     def close(self) -> None: ...

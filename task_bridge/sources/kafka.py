@@ -36,7 +36,7 @@ from kafka.structs import OffsetAndMetadata
 from task_bridge.errors import SourceUnavailable
 from task_bridge.events import ChangeEvent, Checkpoint, SourcePosition
 from task_bridge.observability import log
-from task_bridge.sources.base import Commit, Poison, SourceItem
+from task_bridge.sources.base import Commit, Lag, Poison, SourceItem
 from task_bridge.sources.config import KafkaSourceConfig
 from task_bridge.sources.debezium import (
     JsonMapping,
@@ -133,6 +133,10 @@ class KafkaSource:
         offsets = {key: offset for key, offset in self._offsets.items() if key in held}
         items.append(Commit(PartitionOffsets(json.dumps(offsets, sort_keys=True))))
         return items
+
+    def lag(self) -> Lag | None:
+        """None: the group's lag is the broker's to report (consumer-group tooling)."""
+        return None
 
     def ack(self, position: str) -> None:
         """Commit the stored offsets of the partitions this consumer owns to Kafka."""

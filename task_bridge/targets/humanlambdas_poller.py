@@ -32,7 +32,7 @@ from typing import Any, Final
 from task_bridge.errors import DeliveryError, SourceUnavailable
 from task_bridge.events import ChangeEvent, SourcePosition
 from task_bridge.observability import log
-from task_bridge.sources.base import Commit, Idle, Source, SourceItem
+from task_bridge.sources.base import Commit, Idle, Lag, Source, SourceItem
 from task_bridge.targets.http import SyncHttp
 from task_bridge.targets.humanlambdas import HumanLambdasConfig
 
@@ -109,6 +109,10 @@ class HumanLambdasSource:
         items += [self._event(task, None) for task in undated]
         items.append(Commit(self._advance(dated, undated)))
         return items
+
+    def lag(self) -> Lag | None:
+        """None: the API says nothing of how many completed tasks wait."""
+        return None
 
     def ack(self, position: str) -> None:
         """Nothing to tell the API: the cursor lives in the outbox."""

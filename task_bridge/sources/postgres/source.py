@@ -15,10 +15,12 @@ from collections.abc import Sequence
 
 import psycopg
 
+from task_bridge import defaults
 from task_bridge.errors import SourceError, SourceUnavailable
 from task_bridge.events import format_lsn, parse_lsn
 from task_bridge.observability import log
-from task_bridge.sources.base import Commit, Idle, SourceItem
+from task_bridge.sources.base import Commit, Idle, Lag, SourceItem
+from task_bridge.sources.postgres.lag import slot_lag_bytes
 from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 from task_bridge.sources.postgres.replication import CONNECT_TIMEOUT_S, ReplicationStream, describe
 from task_bridge.sources.postgres.slot import (
@@ -54,6 +56,7 @@ class PostgresSource:
         tables: Sequence[str],
         status_interval: float = 10.0,
         logger: logging.Logger | None = None,
+        lag_warn_bytes: int = defaults.LAG_WARN_BYTES,
     ) -> None:
         self.dsn = dsn
         self.slot = slot
@@ -61,6 +64,7 @@ class PostgresSource:
         self.tables = list(tables)
         self.status_interval = max(status_interval, ACK_MIN_INTERVAL_S)
         self.log = logger or logging.getLogger("task_bridge")
+        self.lag_warn_bytes = lag_warn_bytes
         self.name = f"postgres:{slot}"
         self.stream: ReplicationStream | None = None
         self.decoder = PgOutputDecoder()
@@ -71,6 +75,13 @@ class PostgresSource:
         self._last_message_at = 0.0
 
     # -- Source protocol -----------------------------------------------------------------------
+
+    def lag(self) -> Lag | None:
+        """WAL bytes the slot holds back (its own short connection; thread-safe)."""
+        held = slot_lag_bytes(self.dsn, self.slot)
+        if held is None:
+            return None
+        return Lag("slot.lag", {"slot": self.slot}, held, self.lag_warn_bytes)
 
     def open(self, checkpoint: str | None) -> None:
         self.close()
