@@ -21,7 +21,8 @@ from psycopg.adapt import AdaptersMap
 
 from task_bridge.errors import SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition, format_lsn
-from task_bridge.sources.base import Commit
+from task_bridge.sources.base import Commit, Poison
+from task_bridge.sources.postgres.poison import BadValue, poison_change
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 Loader = Callable[[bytes], Any]
@@ -126,28 +127,45 @@ class PgOutputDecoder:
         self._commit_time: datetime | None = None
         self._xid: int | None = None
 
-    def decode(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def decode(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         """One pgoutput message -> zero or more items (Truncate gives one per relation).
-        A message that does not decode raises `SourceError` naming its kind and size."""
+
+        An Insert, Update or Delete that does not decode (a value no loader takes, a value
+        nested too deep, a malformed tuple) becomes one `Poison` at the position the event
+        would have had, and decoding goes on. Any other message that does not decode raises
+        `SourceError` naming its kind and size: without it the stream cannot be followed."""
+        change = _ROW_CHANGES.get(data[0]) if data else None
+        if change is not None:
+            try:
+                return [change(self, data)]
+            except Exception as exc:  # one change, not the stream (issue #14 item 8)
+                return [self._poison(data, exc)]
         try:
             return self._decode(data)
         except SourceError:
             raise
         except (struct.error, IndexError, ValueError, KeyError, OverflowError) as exc:
-            kind = repr(chr(data[0])) if data else "an empty"
+            what = repr(chr(data[0])) if data else "an empty"
             raise SourceError(
-                f"pgoutput: cannot decode {kind} message of {len(data)} bytes:"
+                f"pgoutput: cannot decode {what} message of {len(data)} bytes:"
                 f" {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _decode(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def _poison(self, data: bytes, exc: Exception) -> Poison:
+        rel = self.relations.get(_I32.unpack_from(data, 1)[0]) if len(data) >= 5 else None
+        position = SourcePosition(kind="postgres", lsn=self._lsn, index=self._index)
+        self._index += 1
+        return poison_change(
+            data,
+            position,
+            exc,
+            rel.names if rel else None,
+            rel.key_names if rel else (),
+            f"{rel.schema}.{rel.table}" if rel else None,
+        )
+
+    def _decode(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         kind = data[0]
-        if kind == 0x49:  # 'I'
-            return [self._insert(data)]
-        if kind == 0x55:  # 'U'
-            return [self._update(data)]
-        if kind == 0x44:  # 'D'
-            return [self._delete(data)]
         if kind == 0x42:  # 'B'
             self._lsn, ts, self._xid = _BEGIN.unpack_from(data, 1)
             self._commit_time = pg_timestamp(ts)
@@ -216,7 +234,10 @@ class PgOutputDecoder:
             if kind == 0x74:  # 't' text value
                 length = _I32.unpack_from(data, off)[0]
                 off += 4
-                row[names[i]] = loaders[i](data[off : off + length])
+                try:
+                    row[names[i]] = loaders[i](data[off : off + length])
+                except Exception as exc:
+                    raise BadValue(names[i], self._type_name(rel.type_oids[i]), exc) from exc
                 off += length
             elif kind == 0x6E:  # 'n' NULL
                 row[names[i]] = None
@@ -226,7 +247,13 @@ class PgOutputDecoder:
                 raise SourceError("pgoutput: binary tuple data was not requested")
             else:
                 raise SourceError(f"pgoutput: unknown tuple data kind {kind!r}")
+        if off > len(data):  # a slice past the end does not raise: a value was cut short
+            raise SourceError(f"pgoutput: tuple data ends at byte {len(data)}, before {off}")
         return row, off
+
+    def _type_name(self, oid: int) -> str:
+        info = self.loaders.adapters.types.get(oid)
+        return info.name if info is not None else f"type oid {oid}"
 
     @staticmethod
     def _key(rel: Relation, row: dict[str, Any] | None) -> dict[str, Any]:
@@ -281,12 +308,19 @@ class PgOutputDecoder:
             before = self._only_key(rel, before)
         return self._event("delete", rel, None, before)
 
-    def _truncate(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def _truncate(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         nrels = _I32.unpack_from(data, 1)[0]
         off = 6  # 1 + 4 (count) + 1 (option bits)
-        out: list[ChangeEvent | Commit] = []
+        out: list[ChangeEvent | Commit | Poison] = []
         for _ in range(nrels):
             rel = self._rel(data, off)
             off += 4
             out.append(self._event("truncate", rel, None, None))
         return out
+
+
+_ROW_CHANGES: dict[int, Callable[[PgOutputDecoder, bytes], ChangeEvent]] = {
+    0x49: PgOutputDecoder._insert,  # 'I'
+    0x55: PgOutputDecoder._update,  # 'U'
+    0x44: PgOutputDecoder._delete,  # 'D'
+}
