@@ -1,7 +1,18 @@
-"""JSON as sent to task APIs and stored in the outbox: exact Decimals, ISO dates, UUID strings."""
+"""JSON as sent to task APIs and stored in the outbox: exact numbers, ISO dates, UUID strings.
+
+What no JSON number or orjson type says, this module decides (README, "Types"):
+- float NaN, Infinity, -Infinity (float4/float8 columns, numeric NaN) -> the JSON strings
+  `"NaN"`, `"Infinity"`, `"-Infinity"`, never `null`;
+- integers of any size (json/jsonb documents, template arithmetic) -> the exact JSON number;
+- a json/jsonb number no float can hold (`1e400`, `1e-400`) reaches rules as a `JsonNumber`
+  (a Decimal) and leaves as the same number;
+- a time with a time zone (`timetz`) -> ISO 8601 text with its offset (`"12:34:56+02:00"`).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -16,11 +27,40 @@ class PayloadError(ValueError):
     """A payload value cannot be sent as JSON."""
 
 
+class JsonNumber(Decimal):
+    """A json/jsonb number a float cannot hold (beyond ±1.8e308, or so small it would round
+    to 0): kept exact; rules see a Decimal, JSON gets the number itself."""
+
+    __slots__ = ()
+
+
+def json_float(text: str) -> float | JsonNumber:
+    """`parse_float` for json/jsonb documents: a float, unless that would lose the number."""
+    value = float(text)
+    if math.isinf(value) or (value == 0.0 and _nonzero(text)):
+        return JsonNumber(text)
+    return value
+
+
+def _nonzero(text: str) -> bool:
+    mantissa = text.lower().partition("e")[0]
+    return any(c in "123456789" for c in mantissa)
+
+
+def loads_payload(text: str | bytes) -> Any:
+    """JSON text -> objects, as `dumps_payload` wrote them: integers exact (the stdlib
+    parser; orjson turns those over 64 bits into floats) and numbers beyond a float's range
+    as `JsonNumber`."""
+    return json.loads(text, parse_float=json_float)
+
+
 def _default(value: Any) -> Any:
     if value is UNCHANGED:
         raise PayloadError(
             "a value is an unchanged TOASTed column (UNCHANGED): it is not available in this event"
         )
+    if isinstance(value, JsonNumber):
+        return orjson.Fragment(str(value))
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date | time):
@@ -33,15 +73,66 @@ def _default(value: Any) -> Any:
 
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson writes itself
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 def dumps_payload(obj: Any) -> str:
-    """Decimal -> exact string ("12.50"), datetime/date/time -> ISO 8601, UUID -> str.
+    """Decimal -> exact string ("12.50"), datetime/date/time -> ISO 8601, UUID -> str, and
+    the cases of the module docstring.
 
-    orjson (about 7x the stdlib encoder on typical payloads, the same compact output)."""
+    orjson (about 7x the stdlib encoder on typical payloads, the same compact output). It
+    writes NaN and infinities as `null` and refuses integers over 64 bits and times with a
+    zone; a payload holding one of those (its output has a `null`, or orjson refused it) is
+    encoded again from a copy where they are replaced (`_exact`)."""
     try:
-        return orjson.dumps(obj, default=_default, option=_OPTIONS).decode()
+        out = orjson.dumps(obj, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, PayloadError):
+            raise exc.__cause__ from None
+        return _dumps_exact(obj, exc)
+    if b"null" in out and _has_non_finite(obj):
+        return _dumps_exact(obj, None)
+    return out.decode()
+
+
+def _dumps_exact(obj: Any, first: orjson.JSONEncodeError | None) -> str:
+    try:
+        exact = _exact(obj)
+    except RecursionError:  # deeper than orjson goes anyway: its own message says so
+        raise PayloadError(str(first or "the payload is nested too deeply")) from None
+    except ValueError as exc:  # an integer of more digits than Python writes (4300)
+        raise PayloadError(str(exc)) from None
+    try:
+        return orjson.dumps(exact, default=_default, option=_OPTIONS).decode()
     except orjson.JSONEncodeError as exc:
         if isinstance(exc.__cause__, PayloadError):
             raise exc.__cause__ from None
         raise PayloadError(str(exc)) from exc
+
+
+def _exact(value: Any) -> Any:
+    """A copy of `value` where what orjson gets wrong is replaced (see `dumps_payload`)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT_MIN <= value <= _INT_MAX else orjson.Fragment(str(value))
+    if isinstance(value, time) and value.tzinfo is not None:
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_exact(v) for v in value]
+    return value
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_non_finite(v) for v in value)
+    return False

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from task_bridge.jsonenc import PayloadError, dumps_payload
+from task_bridge.jsonenc import PayloadError, dumps_payload, loads_payload
 from task_bridge.operations import Operation
 from task_bridge.outbox.base import StoredOp
 
@@ -24,7 +24,7 @@ def row_to_op(row: Sequence[Any]) -> StoredOp:
         rule=row[5],
         action_index=row[6],
         position=row[7],
-        payload=json.loads(row[8]),
+        payload=loads_payload(row[8]),
         status=row[9],
         attempts=row[10],
         next_attempt_at=row[11],

@@ -3,14 +3,15 @@
 Hand-written because no library decodes pgoutput over psycopg's `pq` layer. Byte layouts are in
 `shared/reference/pgoutput.md` (PostgreSQL protocol docs, "Logical Replication Message Formats").
 Values arrive in text format and are turned into Python values by psycopg's own loaders, chosen
-by type OID; an OID psycopg does not know (enums, domains over custom types) stays `str`.
+by type OID; a domain is loaded as its base type (`types.py`); an OID psycopg does not know
+(enums, composites) stays `str`.
 The decoder is the hot path: offsets and `struct.unpack_from`, no intermediate copies.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,14 +19,19 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.adapt import AdaptersMap
+from psycopg.types.json import set_json_loads
 
 from task_bridge.errors import SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition, format_lsn
+from task_bridge.jsonenc import loads_payload
 from task_bridge.sources.base import Commit, Poison
 from task_bridge.sources.postgres.poison import BadValue, poison_change
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 Loader = Callable[[bytes], Any]
+BaseTypes = Callable[[Sequence[int]], Mapping[int, int]]
+"""OIDs -> {OID: the OID to decode it as}, for those that are domains or arrays of one
+(`types.base_types_at`)."""
 
 _BEGIN = struct.Struct(">QqI")
 _COMMIT = struct.Struct(">BQQq")
@@ -55,13 +61,33 @@ class LoaderCache:
     UTC (timestamptz -> tz-aware datetimes), ISO dates, `postgres` interval style.
     """
 
-    def __init__(self, adapters: AdaptersMap | None = None) -> None:
+    def __init__(
+        self, adapters: AdaptersMap | None = None, base_types: BaseTypes | None = None
+    ) -> None:
+        """`base_types` names the built-in type to decode a domain (or an array of one) as;
+        asked once per OID psycopg has no loader for."""
         self.adapters = adapters if adapters is not None else AdaptersMap(psycopg.adapters)
+        set_json_loads(loads_payload, self.adapters)  # numbers beyond a float stay exact
+        self.base_types = base_types
         self._loaders: dict[int, Loader] = {}
+        self._base: dict[int, int] = {}
+        self._asked: set[int] = set()
+
+    def learn(self, oids: Sequence[int]) -> None:
+        """Before loading `oids`: ask `base_types` about those psycopg does not know."""
+        unknown = {
+            oid
+            for oid in oids
+            if oid not in self._asked and self.adapters.get_loader(oid, pq.Format.TEXT) is None
+        }
+        if unknown and self.base_types is not None:
+            self._base.update(self.base_types(sorted(unknown)))
+            self._asked |= unknown
 
     def get(self, oid: int) -> Loader:
         loader = self._loaders.get(oid)
         if loader is None:
+            oid, own_oid = self._base.get(oid, oid), oid
             cls = self.adapters.get_loader(oid, pq.Format.TEXT)
             if cls is None:
                 loader = _text
@@ -69,7 +95,7 @@ class LoaderCache:
                 loader = cls(oid, self.adapters).load
             else:
                 loader = _lenient(cls(oid, self.adapters).load)
-            self._loaders[oid] = loader
+            self._loaders[own_oid] = loader
         return loader
 
 
@@ -117,8 +143,9 @@ class PgOutputDecoder:
         self,
         primary_keys: Mapping[int, tuple[str, ...]] | None = None,
         adapters: AdaptersMap | None = None,
+        base_types: BaseTypes | None = None,
     ) -> None:
-        self.loaders = LoaderCache(adapters)
+        self.loaders = LoaderCache(adapters, base_types)
         self.relations: dict[int, Relation] = {}
         self.primary_keys = dict(primary_keys or {})
         self.in_transaction = False
@@ -203,6 +230,7 @@ class PgOutputDecoder:
             oids.append(type_oid)
             flags.append(bool(flag & 1))
         ident = tuple(n for n, k in zip(names, flags, strict=True) if k)
+        self.loaders.learn(oids)
         self.relations[oid] = Relation(
             oid,
             schema or "pg_catalog",
