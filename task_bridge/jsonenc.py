@@ -6,19 +6,26 @@ What no JSON number or orjson type says, this module decides (README, "Types"):
 - integers of any size (json/jsonb documents, template arithmetic) -> the exact JSON number;
 - a json/jsonb number no float can hold (`1e400`, `1e-400`) reaches rules as a `JsonNumber`
   (a Decimal) and leaves as the same number;
-- a time with a time zone (`timetz`) -> ISO 8601 text with its offset (`"12:34:56+02:00"`).
+- a time with a time zone (`timetz`) -> ISO 8601 text with its offset (`"12:34:56+02:00"`);
+- an interval (timedelta) -> an ISO 8601 duration (`"P1DT2H"`); bytea -> base64; a range ->
+  `{"lower", "upper", "bounds"}` (`{"empty": true}`), a multirange -> a list of those; inet
+  and cidr -> their text.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 from uuid import UUID
 
 import orjson
+from psycopg.types.multirange import Multirange
+from psycopg.types.range import Range
 
 from task_bridge.events import UNCHANGED
 
@@ -54,6 +61,27 @@ def loads_payload(text: str | bytes) -> Any:
     return json.loads(text, parse_float=json_float)
 
 
+_IP = (IPv4Address, IPv6Address, IPv4Network, IPv6Network)  # the interfaces are addresses
+
+
+def iso_duration(value: timedelta) -> str:
+    """An interval as ISO 8601: `P428DT4H5M6.789S`, `-P3D`, `PT0S` (days, hours, minutes,
+    seconds; psycopg has already counted a month as 30 days and a year as 365)."""
+    micros = abs(value) // timedelta(microseconds=1)
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    text = f"{second}.{micro:06d}".rstrip("0").rstrip(".") if micro else str(second)
+    time_part = "".join(f"{n}{unit}" for n, unit in ((hour, "H"), (minute, "M")) if n) + (
+        f"{text}S" if second or micro else ""
+    )
+    out = "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
+    if out == "P":
+        out = "PT0S"
+    return f"-{out}" if value < timedelta(0) else out
+
+
 def _default(value: Any) -> Any:
     if value is UNCHANGED:
         raise PayloadError(
@@ -67,8 +95,18 @@ def _default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)
-    if isinstance(value, set | frozenset | tuple):
+    if isinstance(value, set | frozenset | tuple | Multirange):
         return list(value)
+    if isinstance(value, timedelta):
+        return iso_duration(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Range):
+        if value.isempty:
+            return {"empty": True}
+        return {"lower": value.lower, "upper": value.upper, "bounds": value.bounds}
+    if isinstance(value, _IP):
+        return str(value)
     raise PayloadError(f"value of type {type(value).__name__} cannot be sent as JSON")
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from datetime import UTC, time, timedelta, timezone
 from decimal import Decimal
+from ipaddress import ip_interface, ip_network
 
 import pytest
+from psycopg.types.multirange import Multirange
+from psycopg.types.range import Range
 
 from task_bridge.jsonenc import JsonNumber, PayloadError, dumps_payload, loads_payload
 
@@ -60,3 +63,29 @@ def test_what_cannot_be_written_is_a_payload_error() -> None:
         deep = [deep, math.nan]
     with pytest.raises(PayloadError, match=r"[Rr]ecursion"):
         dumps_payload(deep)
+
+
+def test_intervals_bytes_ranges_and_addresses_have_a_json_form() -> None:
+    """timedelta -> ISO 8601 duration, bytes -> base64, Range -> lower/upper/bounds (or
+    empty), Multirange -> a list of those, inet/cidr -> their text."""
+    payload = {
+        "span": [timedelta(days=428, seconds=14706, microseconds=789000), timedelta(0)],
+        "neg": timedelta(hours=-1),
+        "raw": b"\x00\xff\x10",
+        "range": Range(Decimal("1.5"), None, "[)"),
+        "empty": Range(empty=True),
+        "multi": Multirange([Range(1, 3), Range(5, 7)]),
+        "ip": [ip_interface("192.168.0.1/24"), ip_network("2001:db8::/32")],
+    }
+    assert loads_payload(dumps_payload(payload)) == {
+        "span": ["P428DT4H5M6.789S", "PT0S"],
+        "neg": "-PT1H",
+        "raw": "AP8Q",
+        "range": {"lower": "1.5", "upper": None, "bounds": "[)"},
+        "empty": {"empty": True},
+        "multi": [
+            {"lower": 1, "upper": 3, "bounds": "[)"},
+            {"lower": 5, "upper": 7, "bounds": "[)"},
+        ],
+        "ip": ["192.168.0.1/24", "2001:db8::/32"],
+    }

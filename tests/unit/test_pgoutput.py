@@ -14,6 +14,7 @@ from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 
 BOOL, INT4, INT8, TEXT, NUMERIC, DATE = 16, 23, 20, 25, 1700, 1082
 TIMESTAMPTZ, JSONB, UUID_OID, INT4_ARRAY, TEXT_ARRAY = 1184, 3802, 2950, 1007, 1009
+INTERVAL = 1186
 ENUM_OID = 90001  # a user type: psycopg has no loader for it
 OID = 16384
 LSN, END_LSN, XID = 0x1_0000_1000, 0x1_0000_1080, 777
@@ -339,3 +340,22 @@ def test_a_cut_short_tuple_is_poison_with_what_could_be_read() -> None:
     (poison,) = decode(PgOutputDecoder(), relation(columns), begin(), message)
     assert isinstance(poison, Poison)
     assert poison.raw["after"]["id"] == "5" and "(unreadable)" in poison.raw["after"]
+
+
+def test_intervals_load_exactly_or_stay_text() -> None:
+    """Intervals as the `postgres` IntervalStyle writes them (a year 365 days, a month 30);
+    one past `timedelta` keeps its text (psycopg's C loader wrapped it to a wrong value)."""
+    columns = [(1, "id", INT4), (0, "a", INTERVAL), (0, "b", INTERVAL), (0, "c", INTERVAL)]
+    row = (
+        b"1",
+        b"1 year 2 mons 3 days 04:05:06.789",
+        b"-1 days +02:03:00.000001",
+        b"-178000000 years",
+    )
+    (event,) = events(decode(PgOutputDecoder(), relation(columns), begin(), insert(*row)))
+    assert event.after == {
+        "id": 1,
+        "a": timedelta(days=428, hours=4, minutes=5, seconds=6, milliseconds=789),
+        "b": timedelta(days=-1, hours=2, minutes=3, microseconds=1),
+        "c": "-178000000 years",
+    }

@@ -25,6 +25,7 @@ from task_bridge.errors import SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition, format_lsn
 from task_bridge.jsonenc import loads_payload
 from task_bridge.sources.base import Commit, Poison
+from task_bridge.sources.postgres.loaders import IntervalLoader
 from task_bridge.sources.postgres.poison import BadValue, poison_change
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -68,6 +69,7 @@ class LoaderCache:
         asked once per OID psycopg has no loader for."""
         self.adapters = adapters if adapters is not None else AdaptersMap(psycopg.adapters)
         set_json_loads(loads_payload, self.adapters)  # numbers beyond a float stay exact
+        self.adapters.register_loader("interval", IntervalLoader)  # psycopg's C one wraps
         self.base_types = base_types
         self._loaders: dict[int, Loader] = {}
         self._base: dict[int, int] = {}
