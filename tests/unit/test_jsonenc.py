@@ -11,7 +11,13 @@ import pytest
 from psycopg.types.multirange import Multirange
 from psycopg.types.range import Range
 
-from task_bridge.jsonenc import JsonNumber, PayloadError, dumps_payload, loads_payload
+from task_bridge.jsonenc import (
+    JsonNumber,
+    PayloadError,
+    dumps_payload,
+    loads_payload,
+    payload_size,
+)
 
 
 def test_non_finite_floats_are_strings_never_null() -> None:
@@ -89,3 +95,9 @@ def test_intervals_bytes_ranges_and_addresses_have_a_json_form() -> None:
         ],
         "ip": ["192.168.0.1/24", "2001:db8::/32"],
     }
+
+
+def test_payload_size_is_the_length_sent() -> None:
+    """The size limit measures what is sent (characters), also where orjson needed help."""
+    for payload in ({"a": "é" * 10, "b": None}, {"big": 2**100}, {"t": time(1, tzinfo=UTC)}):
+        assert payload_size(payload) == len(dumps_payload(payload))
