@@ -15,6 +15,8 @@ MAJOR_TESTS=(
   tests/integration/test_partitions.py
   tests/integration/test_end_to_end.py
   tests/integration/test_lifecycle.py
+  tests/integration/test_values.py
+  tests/integration/test_every_type.py
   tests/faults
 )
 fetch=()

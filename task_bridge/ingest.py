@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_never, wait_random_exponential
@@ -162,7 +163,10 @@ class Ingest:
                     counted = self.metrics.events.labels(table=item.qualified_table)
                     self._events_by_table[(item.schema, item.table)] = counted
                 counted.inc()
-                self._ops.extend(self.engine.evaluate(item))
+                try:
+                    self._ops.extend(self.engine.evaluate(item))
+                except Exception as exc:  # one event, not the stream (issue #14 item 8)
+                    self._poisoned(rules_failed(item, exc))
                 if self.log.isEnabledFor(logging.DEBUG):
                     log(
                         self.log,
@@ -173,14 +177,7 @@ class Ingest:
                         position=item.position.key(),
                     )
             elif isinstance(item, Poison):
-                self._ops.append(poison_operation(item))
-                log(
-                    self.log,
-                    logging.WARNING,
-                    "event.poison",
-                    position=item.position.key(),
-                    reason=item.reason,
-                )
+                self._poisoned(item)
             elif isinstance(item, Commit):
                 self._checkpoint = item.position
                 self._events_since_commit = 0
@@ -205,6 +202,18 @@ class Ingest:
             self._ack_idle(self._idle)
             self._idle = None
         self._report(now)
+
+    def _poisoned(self, item: Poison) -> None:
+        self._ops.append(poison_operation(item))
+        log(
+            self.log,
+            logging.WARNING,
+            "event.poison",
+            position=item.position.key(),
+            table=item.table,
+            key=item.key,
+            reason=item.reason,
+        )
 
     def _flush(self, final: bool = False) -> None:
         """Hand buffered ops (+ the last complete checkpoint) to the writer; at the end, wait
@@ -291,19 +300,67 @@ def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
 
 
 POISON_TARGET = "(source)"
+POISON_VALUE_CHARS = 4096
+"""A dead event keeps each value's text up to this many characters."""
 
 
 def poison_operation(item: Poison) -> Operation:
-    """An undecodable record as a dead outbox entry: reason, position and the raw bytes."""
+    """A record that did not become ops, as a dead outbox entry: reason, position, table and
+    key when known, and the raw record (bounded)."""
     pos = item.position
+    if pos.kind == "kafka":
+        uid = f"{pos.topic}/{pos.partition}/{pos.offset}"
+    else:
+        key = ",".join(f"{k}={v}" for k, v in (item.key or {}).items())
+        uid = f"{item.table or '?'}[{key}]" if item.table else pos.key()
     return Operation(
         op_id=operation_id(pos, "(poison)", 0),
         target=POISON_TARGET,
         op="poison",
-        uid=f"{pos.topic}/{pos.partition}/{pos.offset}",
+        uid=uid,
         rule="(poison)",
         action_index=0,
         position=pos,
         payload=item.raw,
         error=f"poison message: {item.reason}",
     )
+
+
+def rules_failed(event: ChangeEvent, exc: Exception) -> Poison:
+    """An event the rule engine raised on (outside what it dead-letters per action itself):
+    a Poison holding the event's values as text."""
+    key = _as_text(event.key)
+    raw = {
+        "op": event.op,
+        "table": event.qualified_table,
+        "key": key,
+        "after": _as_text(event.after),
+        "before": _as_text(event.before),
+    }
+    return Poison(
+        event.position,
+        f"the rules raised on this {event.op} of {event.qualified_table}:"
+        f" {type(exc).__name__}: {exc}",
+        raw,
+        table=event.qualified_table,
+        key=key,
+    )
+
+
+def _as_text(row: dict[str, Any] | None) -> dict[str, str | None] | None:
+    """Column -> bounded text; a value whose text cannot be built says why instead."""
+    if row is None:
+        return None
+    out: dict[str, str | None] = {}
+    for name, value in row.items():
+        if value is None:
+            out[name] = None
+            continue
+        try:
+            text = str(value)
+        except Exception as exc:  # e.g. RecursionError for a deeply nested value
+            text = f"({type(value).__name__} that has no text: {type(exc).__name__})"
+        if len(text) > POISON_VALUE_CHARS:
+            text = f"{text[:POISON_VALUE_CHARS]}... ({len(text)} characters in all)"
+        out[name] = text
+    return out

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from task_bridge.jsonenc import PayloadError, dumps_payload
+from task_bridge.jsonenc import PayloadError, dumps_payload, loads_payload
 from task_bridge.operations import DeferredStep, Operation
 from task_bridge.outbox.base import StoredOp
 
@@ -28,7 +28,7 @@ def stored_payload(op: Operation) -> Any:
 
 
 def row_to_op(row: Sequence[Any]) -> StoredOp:
-    payload = json.loads(row[8])
+    payload = loads_payload(row[8])
     deferred = None
     if isinstance(payload, dict) and DEFERRED_COLUMN_KEY in payload:
         deferred, payload = DeferredStep.from_json(payload[DEFERRED_COLUMN_KEY]), {}

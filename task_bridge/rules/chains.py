@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from jinja2 import TemplateSyntaxError
 
 from task_bridge.errors import TemplateError
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.jsonenc import JsonNumber
 from task_bridge.operations import DeferredStep, StepResult
 from task_bridge.rules.schema import Action
 from task_bridge.templating.sandbox import Renderer, Templates
@@ -37,8 +39,12 @@ def chain_key(event: ChangeEvent, rule: str) -> str:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_TAG: "float", "v": repr(value)}  # 'nan', 'inf', '-inf': JSON has none
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, JsonNumber):
+        return {_TAG: "json_number", "v": str(value)}
     if value is UNCHANGED:
         return {_TAG: "unchanged"}
     if isinstance(value, Decimal):
@@ -75,6 +81,8 @@ def _decode(value: Any) -> Any:
     decoders: dict[str, Any] = {
         "unchanged": lambda _: UNCHANGED,
         "decimal": Decimal,
+        "float": float,
+        "json_number": JsonNumber,
         "datetime": datetime.fromisoformat,
         "date": date.fromisoformat,
         "time": time.fromisoformat,

@@ -15,7 +15,7 @@ from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 
 from task_bridge.events import ChangeEvent
-from task_bridge.jsonenc import PayloadError, dumps_payload
+from task_bridge.jsonenc import PayloadError, payload_size
 from task_bridge.operations import Operation, operation_id
 from task_bridge.rules.chains import chain_key, deferred_step
 from task_bridge.rules.loader import CompiledAction, CompiledRule, RuleSet
@@ -116,7 +116,7 @@ def _check_size(payload: Any, budget: RenderBudget) -> None:
     if not payload:
         return
     try:
-        size = len(dumps_payload(payload))
+        size = payload_size(payload)
     except PayloadError:
         return  # stored as an unencodable note by the outbox, with its reason
     budget.check_size(size, "the payload")

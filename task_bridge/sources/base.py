@@ -6,7 +6,8 @@
 - `Commit(position)`: everything before this item belongs to a finished unit (a Postgres
   transaction, a Kafka poll batch); `position` is the checkpoint to store once the operations
   of all earlier events are durable in the outbox.
-- `Poison(position, reason, raw)`: an undecodable record; stored as a dead entry.
+- `Poison(position, reason, raw)`: a record that cannot become an event (undecodable, or a
+  value no loader takes); stored as a dead entry, and reading goes on.
 - `Idle(position)`: the source has nothing in flight; once earlier work is durable, `position`
   may be acknowledged too (G9: confirms keepalive positions so a quiet slot holds no WAL).
 
@@ -54,6 +55,10 @@ class Poison:
     position: SourcePosition
     reason: str
     raw: dict[str, Any]
+    table: str | None = None
+    """`schema.table` of the change, when the source knows it (Postgres)."""
+    key: dict[str, Any] | None = None
+    """The row's key as far as it could be read (text values), when known."""
 
 
 SourceItem = ChangeEvent | Commit | Idle | Poison

@@ -8,13 +8,14 @@ By a Connect schema (`decode_value`: `type` and semantic `name`, as Debezium wri
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+
+from task_bridge.jsonenc import loads_payload
 
 Schema = Mapping[str, Any]
 
@@ -159,7 +160,7 @@ _SEMANTIC: dict[str, Callable[[Any, Schema], Any]] = {
     "org.apache.kafka.connect.data.Time": _time(1000),
     "io.debezium.time.ZonedTime": lambda v, _: time.fromisoformat(_text(v)),
     "io.debezium.time.MicroDuration": lambda v, _: timedelta(microseconds=_int(v)),
-    "io.debezium.data.Json": lambda v, _: json.loads(_text(v)),
+    "io.debezium.data.Json": lambda v, _: loads_payload(_text(v)),
     "io.debezium.data.Uuid": lambda v, _: UUID(_text(v)),
 }
 
@@ -246,8 +247,8 @@ _DECLARED: dict[str, Decoder] = {
     "date": _counted_or_iso(_SEMANTIC["io.debezium.time.Date"], date.fromisoformat),
     "timetz": lambda v: time.fromisoformat(_text(v)),
     "interval": lambda v: timedelta(microseconds=_int(v)),
-    "json": lambda v: json.loads(_text(v)),
-    "jsonb": lambda v: json.loads(_text(v)),
+    "json": lambda v: loads_payload(_text(v)),
+    "jsonb": lambda v: loads_payload(_text(v)),
     "uuid": lambda v: UUID(_text(v)),
     "bytea": lambda v: base64.b64decode(_text(v), validate=True),
 }

@@ -219,9 +219,10 @@ def test_payload_encoding_is_exact() -> None:
 
 
 def test_unencodable_payload_dead_letters_only_that_op(outbox: SqlOutbox) -> None:
-    """An op whose payload holds UNCHANGED or bytes is stored dead with a reason; the rest lands."""
+    """An op whose payload holds UNCHANGED or a value with no JSON form is stored dead with a
+    reason; the rest lands."""
     bad = make_op(1, uid="a", payload={"body": UNCHANGED})
-    raw = make_op(2, uid="b", payload={"blob": b"\x00"})
+    raw = make_op(2, uid="b", payload={"blob": complex(1, 2)})
     good = make_op(3, uid="c")
     assert outbox.put([bad, raw, good], SOURCE, "0/30", now=1.0) == 3
     for op in (bad, raw):

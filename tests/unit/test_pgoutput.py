@@ -8,15 +8,13 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import pytest
-
-from task_bridge.errors import SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent
-from task_bridge.sources.base import Commit
+from task_bridge.sources.base import Commit, Poison
 from task_bridge.sources.postgres.pgoutput import PgOutputDecoder
 
 BOOL, INT4, INT8, TEXT, NUMERIC, DATE = 16, 23, 20, 25, 1700, 1082
 TIMESTAMPTZ, JSONB, UUID_OID, INT4_ARRAY, TEXT_ARRAY = 1184, 3802, 2950, 1007, 1009
+INTERVAL = 1186
 ENUM_OID = 90001  # a user type: psycopg has no loader for it
 OID = 16384
 LSN, END_LSN, XID = 0x1_0000_1000, 0x1_0000_1080, 777
@@ -76,14 +74,14 @@ def delete(old: bytes, tag: bytes, oid: int = OID) -> bytes:
     return b"D" + struct.pack(">I", oid) + tag + old
 
 
-def decode(decoder: PgOutputDecoder, *messages: bytes) -> list[ChangeEvent | Commit]:
-    out: list[ChangeEvent | Commit] = []
+def decode(decoder: PgOutputDecoder, *messages: bytes) -> list[ChangeEvent | Commit | Poison]:
+    out: list[ChangeEvent | Commit | Poison] = []
     for message in messages:
         out.extend(decoder.decode(message))
     return out
 
 
-def events(items: list[ChangeEvent | Commit]) -> list[ChangeEvent]:
+def events(items: list[ChangeEvent | Commit | Poison]) -> list[ChangeEvent]:
     return [item for item in items if isinstance(item, ChangeEvent)]
 
 
@@ -284,14 +282,80 @@ def test_empty_namespace_means_pg_catalog() -> None:
     assert events(items)[0].schema == "pg_catalog"
 
 
-def test_change_for_unknown_relation_is_a_source_error() -> None:
-    """A change whose relation OID was never described is a SourceError."""
-    with pytest.raises(SourceError, match="Relation"):
-        decode(PgOutputDecoder(), begin(), insert(b"1"))
+def test_change_for_unknown_relation_is_poison() -> None:
+    """A change whose relation OID was never described is one Poison keeping the message
+    (base64), and the changes after it still decode."""
+    decoder = PgOutputDecoder()
+    items = decode(decoder, begin(), insert(b"1"), relation([(1, "id", INT4)]), insert(b"2"))
+    poison, event = items
+    assert isinstance(poison, Poison) and "Relation message" in poison.reason
+    assert poison.table is None and poison.raw["message_b64"]
+    assert isinstance(event, ChangeEvent) and event.after == {"id": 2}
+    assert (poison.position.index, event.position.index) == (0, 1)
 
 
-def test_binary_tuple_data_is_rejected() -> None:
-    """Binary values ('b') were never requested, so they are a SourceError, not garbage."""
+def test_binary_tuple_data_is_poison() -> None:
+    """Binary values ('b') were never requested: the change is a Poison, not garbage."""
     message = b"I" + struct.pack(">I", OID) + b"N" + struct.pack(">h", 1) + b"b\0\0\0\x01x"
-    with pytest.raises(SourceError, match="binary"):
-        decode(PgOutputDecoder(), relation([(1, "id", INT4)]), begin(), message)
+    (poison,) = decode(PgOutputDecoder(), relation([(1, "id", INT4)]), begin(), message)
+    assert isinstance(poison, Poison) and "binary" in poison.reason
+    assert poison.raw["after"] == {"id": "(binary)"}
+
+
+def test_a_value_no_loader_takes_is_poison_with_the_row_as_text() -> None:
+    """A jsonb nested deeper than Python's recursion limit costs its change only: a Poison
+    naming the column and type, with the key and every column's text; the next change and
+    the commit decode as usual."""
+    columns = [(1, "id", INT4), (0, "meta", JSONB), (0, "note", TEXT)]
+    deep = b"[" * 5000 + b"]" * 5000
+    decoder = PgOutputDecoder()
+    items = decode(
+        decoder,
+        relation(columns),
+        begin(),
+        insert(b"7", deep, None),
+        insert(b"8", b"[]", b"x"),
+        commit(),
+    )
+    poison, event, done = items
+    assert isinstance(poison, Poison)
+    assert poison.reason.startswith(
+        "cannot decode this insert of public.orders: column 'meta' (jsonb): RecursionError"
+    )
+    assert poison.table == "public.orders" and poison.key == {"id": "7"}
+    assert poison.raw["after"]["id"] == "7" and poison.raw["after"]["note"] is None
+    assert (
+        poison.raw["after"]["meta"].startswith("[[[")
+        and "10000 bytes" in poison.raw["after"]["meta"]
+    )
+    assert poison.position.key() == "pg:1/1000:0"
+    assert isinstance(event, ChangeEvent) and event.after == {"id": 8, "meta": [], "note": "x"}
+    assert event.position.index == 1 and isinstance(done, Commit)
+
+
+def test_a_cut_short_tuple_is_poison_with_what_could_be_read() -> None:
+    """A tuple whose bytes end early keeps the columns before the cut and says where."""
+    columns = [(1, "id", INT4), (0, "note", TEXT)]
+    message = insert(b"5", b"hello")[:-3]
+    (poison,) = decode(PgOutputDecoder(), relation(columns), begin(), message)
+    assert isinstance(poison, Poison)
+    assert poison.raw["after"]["id"] == "5" and "(unreadable)" in poison.raw["after"]
+
+
+def test_intervals_load_exactly_or_stay_text() -> None:
+    """Intervals as the `postgres` IntervalStyle writes them (a year 365 days, a month 30);
+    one past `timedelta` keeps its text (psycopg's C loader wrapped it to a wrong value)."""
+    columns = [(1, "id", INT4), (0, "a", INTERVAL), (0, "b", INTERVAL), (0, "c", INTERVAL)]
+    row = (
+        b"1",
+        b"1 year 2 mons 3 days 04:05:06.789",
+        b"-1 days +02:03:00.000001",
+        b"-178000000 years",
+    )
+    (event,) = events(decode(PgOutputDecoder(), relation(columns), begin(), insert(*row)))
+    assert event.after == {
+        "id": 1,
+        "a": timedelta(days=428, hours=4, minutes=5, seconds=6, milliseconds=789),
+        "b": timedelta(days=-1, hours=2, minutes=3, microseconds=1),
+        "c": "-178000000 years",
+    }

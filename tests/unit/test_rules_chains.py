@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+import dataclasses
+import math
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
@@ -11,6 +13,7 @@ import pytest
 
 from task_bridge.errors import TemplateError
 from task_bridge.events import UNCHANGED, ChangeEvent, SourcePosition
+from task_bridge.jsonenc import JsonNumber, dumps_payload, loads_payload
 from task_bridge.operations import StepResult
 from task_bridge.rules import RuleEngine
 from task_bridge.rules.chains import ChainRenderer, decode_event, encode_event
@@ -59,6 +62,27 @@ def test_events_round_trip_losslessly() -> None:
     decoded = decode_event(encode_event(EVENT))
     assert decoded == EVENT
     assert decoded.after is not None and decoded.after["toast"] is UNCHANGED
+
+
+def test_values_json_has_no_form_for_round_trip_through_the_outbox_text() -> None:
+    """NaN, infinities, numbers past a float, integers past 64 bits and a time with a zone
+    come back as the same values after the stored JSON text is read again."""
+    zone = timezone(timedelta(hours=-3))
+    after = {
+        "nan": math.nan,
+        "inf": math.inf,
+        "neg": -math.inf,
+        "huge": JsonNumber("1e400"),
+        "big": 2**100,
+        "tz": time(1, 2, 3, tzinfo=zone),
+        "doc": {"x": [JsonNumber("-1e-400"), 1.5]},
+    }
+    event = dataclasses.replace(EVENT, after=after)
+    decoded = decode_event(loads_payload(dumps_payload(encode_event(event))))
+    assert decoded.after is not None and math.isnan(decoded.after.pop("nan"))
+    assert decoded.after == {k: v for k, v in after.items() if k != "nan"}
+    assert isinstance(decoded.after["huge"], JsonNumber)
+    assert isinstance(decoded.after["doc"]["x"][0], JsonNumber)
 
 
 def test_engine_chains_the_actions_and_defers_the_ones_reading_steps(tmp_path: Path) -> None:

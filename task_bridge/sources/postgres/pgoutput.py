@@ -3,14 +3,15 @@
 Hand-written because no library decodes pgoutput over psycopg's `pq` layer. Byte layouts are in
 `shared/reference/pgoutput.md` (PostgreSQL protocol docs, "Logical Replication Message Formats").
 Values arrive in text format and are turned into Python values by psycopg's own loaders, chosen
-by type OID; an OID psycopg does not know (enums, domains over custom types) stays `str`.
+by type OID; a domain is loaded as its base type (`types.py`); an OID psycopg does not know
+(enums, composites) stays `str`.
 The decoder is the hot path: offsets and `struct.unpack_from`, no intermediate copies.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,13 +19,20 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.adapt import AdaptersMap
+from psycopg.types.json import set_json_loads
 
 from task_bridge.errors import SourceError
 from task_bridge.events import UNCHANGED, ChangeEvent, Op, SourcePosition, format_lsn
-from task_bridge.sources.base import Commit
+from task_bridge.jsonenc import loads_payload
+from task_bridge.sources.base import Commit, Poison
+from task_bridge.sources.postgres.loaders import IntervalLoader
+from task_bridge.sources.postgres.poison import BadValue, poison_change
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 Loader = Callable[[bytes], Any]
+BaseTypes = Callable[[Sequence[int]], Mapping[int, int]]
+"""OIDs -> {OID: the OID to decode it as}, for those that are domains or arrays of one
+(`types.base_types_at`)."""
 
 _BEGIN = struct.Struct(">QqI")
 _COMMIT = struct.Struct(">BQQq")
@@ -54,13 +62,34 @@ class LoaderCache:
     UTC (timestamptz -> tz-aware datetimes), ISO dates, `postgres` interval style.
     """
 
-    def __init__(self, adapters: AdaptersMap | None = None) -> None:
+    def __init__(
+        self, adapters: AdaptersMap | None = None, base_types: BaseTypes | None = None
+    ) -> None:
+        """`base_types` names the built-in type to decode a domain (or an array of one) as;
+        asked once per OID psycopg has no loader for."""
         self.adapters = adapters if adapters is not None else AdaptersMap(psycopg.adapters)
+        set_json_loads(loads_payload, self.adapters)  # numbers beyond a float stay exact
+        self.adapters.register_loader("interval", IntervalLoader)  # psycopg's C one wraps
+        self.base_types = base_types
         self._loaders: dict[int, Loader] = {}
+        self._base: dict[int, int] = {}
+        self._asked: set[int] = set()
+
+    def learn(self, oids: Sequence[int]) -> None:
+        """Before loading `oids`: ask `base_types` about those psycopg does not know."""
+        unknown = {
+            oid
+            for oid in oids
+            if oid not in self._asked and self.adapters.get_loader(oid, pq.Format.TEXT) is None
+        }
+        if unknown and self.base_types is not None:
+            self._base.update(self.base_types(sorted(unknown)))
+            self._asked |= unknown
 
     def get(self, oid: int) -> Loader:
         loader = self._loaders.get(oid)
         if loader is None:
+            oid, own_oid = self._base.get(oid, oid), oid
             cls = self.adapters.get_loader(oid, pq.Format.TEXT)
             if cls is None:
                 loader = _text
@@ -68,7 +97,7 @@ class LoaderCache:
                 loader = cls(oid, self.adapters).load
             else:
                 loader = _lenient(cls(oid, self.adapters).load)
-            self._loaders[oid] = loader
+            self._loaders[own_oid] = loader
         return loader
 
 
@@ -116,8 +145,9 @@ class PgOutputDecoder:
         self,
         primary_keys: Mapping[int, tuple[str, ...]] | None = None,
         adapters: AdaptersMap | None = None,
+        base_types: BaseTypes | None = None,
     ) -> None:
-        self.loaders = LoaderCache(adapters)
+        self.loaders = LoaderCache(adapters, base_types)
         self.relations: dict[int, Relation] = {}
         self.primary_keys = dict(primary_keys or {})
         self.in_transaction = False
@@ -126,28 +156,45 @@ class PgOutputDecoder:
         self._commit_time: datetime | None = None
         self._xid: int | None = None
 
-    def decode(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def decode(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         """One pgoutput message -> zero or more items (Truncate gives one per relation).
-        A message that does not decode raises `SourceError` naming its kind and size."""
+
+        An Insert, Update or Delete that does not decode (a value no loader takes, a value
+        nested too deep, a malformed tuple) becomes one `Poison` at the position the event
+        would have had, and decoding goes on. Any other message that does not decode raises
+        `SourceError` naming its kind and size: without it the stream cannot be followed."""
+        change = _ROW_CHANGES.get(data[0]) if data else None
+        if change is not None:
+            try:
+                return [change(self, data)]
+            except Exception as exc:  # one change, not the stream (issue #14 item 8)
+                return [self._poison(data, exc)]
         try:
             return self._decode(data)
         except SourceError:
             raise
         except (struct.error, IndexError, ValueError, KeyError, OverflowError) as exc:
-            kind = repr(chr(data[0])) if data else "an empty"
+            what = repr(chr(data[0])) if data else "an empty"
             raise SourceError(
-                f"pgoutput: cannot decode {kind} message of {len(data)} bytes:"
+                f"pgoutput: cannot decode {what} message of {len(data)} bytes:"
                 f" {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _decode(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def _poison(self, data: bytes, exc: Exception) -> Poison:
+        rel = self.relations.get(_I32.unpack_from(data, 1)[0]) if len(data) >= 5 else None
+        position = SourcePosition(kind="postgres", lsn=self._lsn, index=self._index)
+        self._index += 1
+        return poison_change(
+            data,
+            position,
+            exc,
+            rel.names if rel else None,
+            rel.key_names if rel else (),
+            f"{rel.schema}.{rel.table}" if rel else None,
+        )
+
+    def _decode(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         kind = data[0]
-        if kind == 0x49:  # 'I'
-            return [self._insert(data)]
-        if kind == 0x55:  # 'U'
-            return [self._update(data)]
-        if kind == 0x44:  # 'D'
-            return [self._delete(data)]
         if kind == 0x42:  # 'B'
             self._lsn, ts, self._xid = _BEGIN.unpack_from(data, 1)
             self._commit_time = pg_timestamp(ts)
@@ -185,6 +232,7 @@ class PgOutputDecoder:
             oids.append(type_oid)
             flags.append(bool(flag & 1))
         ident = tuple(n for n, k in zip(names, flags, strict=True) if k)
+        self.loaders.learn(oids)
         self.relations[oid] = Relation(
             oid,
             schema or "pg_catalog",
@@ -216,7 +264,10 @@ class PgOutputDecoder:
             if kind == 0x74:  # 't' text value
                 length = _I32.unpack_from(data, off)[0]
                 off += 4
-                row[names[i]] = loaders[i](data[off : off + length])
+                try:
+                    row[names[i]] = loaders[i](data[off : off + length])
+                except Exception as exc:
+                    raise BadValue(names[i], self._type_name(rel.type_oids[i]), exc) from exc
                 off += length
             elif kind == 0x6E:  # 'n' NULL
                 row[names[i]] = None
@@ -226,7 +277,13 @@ class PgOutputDecoder:
                 raise SourceError("pgoutput: binary tuple data was not requested")
             else:
                 raise SourceError(f"pgoutput: unknown tuple data kind {kind!r}")
+        if off > len(data):  # a slice past the end does not raise: a value was cut short
+            raise SourceError(f"pgoutput: tuple data ends at byte {len(data)}, before {off}")
         return row, off
+
+    def _type_name(self, oid: int) -> str:
+        info = self.loaders.adapters.types.get(oid)
+        return info.name if info is not None else f"type oid {oid}"
 
     @staticmethod
     def _key(rel: Relation, row: dict[str, Any] | None) -> dict[str, Any]:
@@ -281,12 +338,19 @@ class PgOutputDecoder:
             before = self._only_key(rel, before)
         return self._event("delete", rel, None, before)
 
-    def _truncate(self, data: bytes) -> list[ChangeEvent | Commit]:
+    def _truncate(self, data: bytes) -> list[ChangeEvent | Commit | Poison]:
         nrels = _I32.unpack_from(data, 1)[0]
         off = 6  # 1 + 4 (count) + 1 (option bits)
-        out: list[ChangeEvent | Commit] = []
+        out: list[ChangeEvent | Commit | Poison] = []
         for _ in range(nrels):
             rel = self._rel(data, off)
             off += 4
             out.append(self._event("truncate", rel, None, None))
         return out
+
+
+_ROW_CHANGES: dict[int, Callable[[PgOutputDecoder, bytes], ChangeEvent]] = {
+    0x49: PgOutputDecoder._insert,  # 'I'
+    0x55: PgOutputDecoder._update,  # 'U'
+    0x44: PgOutputDecoder._delete,  # 'D'
+}

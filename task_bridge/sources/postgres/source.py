@@ -31,6 +31,7 @@ from task_bridge.sources.postgres.slot import (
     published_objects,
     whole_schemas,
 )
+from task_bridge.sources.postgres.types import base_types_at
 
 ACK_MIN_INTERVAL_S = 0.1
 """`ack()` sends at most one status update per this interval (the next read sends the rest)."""
@@ -110,7 +111,7 @@ class PostgresSource:
             raise SourceUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
         except psycopg.Error as exc:
             raise SourceError(f"setting up publication/slot failed: {describe(exc)}") from exc
-        self.decoder = PgOutputDecoder(keys)
+        self.decoder = PgOutputDecoder(keys, base_types=base_types_at(self.dsn))
         stream = ReplicationStream(self.dsn)
         try:
             stream.start(self.slot, self.publication, start)
