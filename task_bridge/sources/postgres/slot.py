@@ -20,6 +20,12 @@ SCHEMA_PUBLICATION_MIN = 150000
 """`FOR TABLES IN SCHEMA` and `pg_publication_namespace` exist from Postgres 15; on 14 the bridge
 publishes a schema's current tables instead (see `resolve_tables`)."""
 VIA_ROOT = "publish_via_partition_root"
+GENCOLS = "publish_generated_columns"
+GENERATED_COLUMNS_MIN = 180000
+"""From 18 pgoutput can send stored generated columns; the bridge's publication asks it to.
+Without it, 18 refuses the application's UPDATE/DELETE on a table whose REPLICA IDENTITY FULL
+holds a generated column ("Replica identity must not contain unpublished generated
+columns")."""
 
 _RELATIONS = (
     "SELECT n.nspname || '.' || c.relname, c.relispartition,"
@@ -168,11 +174,18 @@ def ensure_publication(
     without the partition-root setting is refused when a rule names a partitioned table.
     """
     tables, schemas = resolve_tables(conn, patterns)
+    gencols = conn.info.server_version >= GENERATED_COLUMNS_MIN
     exists = conn.execute(
-        "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)
+        "SELECT puballtables, pubviaroot, "
+        + ("pubgencols = 's'" if gencols else "true")
+        + " FROM pg_publication WHERE pubname = %s",
+        (publication,),
     ).fetchone()
     name = sql.Identifier(publication)
-    via_root = sql.SQL("WITH ({} = true)").format(sql.Identifier(VIA_ROOT))
+    options = [sql.SQL("{} = true").format(sql.Identifier(VIA_ROOT))]
+    if gencols:
+        options.append(sql.SQL("{} = stored").format(sql.Identifier(GENCOLS)))
+    via_root = sql.SQL("WITH ({})").format(sql.SQL(", ").join(options))
     if exists is None:
         if tables or schemas:
             conn.execute(
@@ -183,15 +196,15 @@ def ensure_publication(
         else:
             conn.execute(sql.SQL("CREATE PUBLICATION {} {}").format(name, via_root))
         return "created"
-    all_tables, is_via_root = exists
+    all_tables, is_via_root, has_gencols = exists
     if all_tables:
         if not is_via_root:
             _refuse_all_tables_by_partition(conn, publication, tables)
         return "unchanged"
     change: PublicationChange = "unchanged"
-    if not is_via_root:
+    if not is_via_root or not has_gencols:
         conn.execute(
-            sql.SQL("ALTER PUBLICATION {} SET ({} = true)").format(name, sql.Identifier(VIA_ROOT))
+            sql.SQL("ALTER PUBLICATION {} SET ({})").format(name, sql.SQL(", ").join(options))
         )
         change = "altered"
     if _published(conn, publication) == (tables, schemas):
