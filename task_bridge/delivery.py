@@ -110,6 +110,7 @@ class Delivery:
         self.breakers = Breakers(targets, policy, logger)
         self._tasks: dict[asyncio.Task[None], list[StoredOp]] = {}
         self._ready: deque[list[StoredOp]] = deque()  # claimed jobs not started yet
+        self._picked: list[list[StoredOp]] = []  # taken from _ready, started after the commit
         self._results: list[OpResult] = []
         self._results_since = 0.0  # monotonic time of the oldest uncommitted result
         self._kick = asyncio.Event()
@@ -133,12 +134,7 @@ class Delivery:
                 # let completions that are already due land first: one outbox transaction
                 # for several results, and one claim for several free slots
                 await asyncio.sleep(0)
-                claimed = 0
-                if self._should_settle():
-                    with self.outbox.transaction():  # one commit for the results and the claim
-                        self._hand_back_blocked()
-                        self._commit_results()
-                        claimed = self._claim()
+                claimed = self._settle() if self._should_settle() else 0
                 self._start_ready()
                 self._report()
                 if claimed and len(self._tasks) < self.concurrency:
@@ -159,8 +155,26 @@ class Delivery:
             or (bool(self._results) and time.monotonic() - self._results_since >= SETTLE_AFTER_S)
         )
 
+    def _settle(self) -> int:
+        """Commit the results and claim more, in one outbox transaction; returns ops claimed.
+
+        What it claims is sent only once it is committed (the caller starts the jobs after
+        this returns): a claim rolled back (the outbox connection lost at the commit) was never
+        this bridge's to send, its op may be another's by now (G4). On failure the queue and
+        the results are as before the transaction, which raised."""
+        queued, results = deque(self._ready), list(self._results)
+        try:
+            with self.outbox.transaction():
+                self._hand_back_blocked()
+                self._commit_results()
+                return self._claim()
+        except BaseException:
+            self._ready, self._results, self._picked = queued, results, []
+            raise
+
     def _claim(self) -> int:
-        """Claim jobs for the free slots, then (at most `concurrency`) ahead; returns ops."""
+        """Claim jobs for the free slots, then (at most `concurrency`) ahead; returns ops.
+        Runs inside the settle transaction: it starts nothing (see `_settle`)."""
         now = self.clock()
         busy = self._busy()
         exclude = {t for t, cap in self.per_target_cap.items() if busy[t] >= cap}
@@ -179,7 +193,7 @@ class Delivery:
         for name in probing:
             others = sorted(everything - {name})
             self._queue(self.outbox.claim_due(now, 1, others), now)
-        self._start_ready()
+        self._pick()  # the jobs that start once this is committed are not ahead
         # Ahead, when the free slots took all there was to take (else nothing more is due).
         # Not for rate-limited targets: a queue of them would wait on their pace.
         room = self.concurrency - len(self._ready)
@@ -192,11 +206,20 @@ class Delivery:
         self._ready.extend(self._batched(ops, now))
         return len(ops)
 
-    def _start_ready(self) -> None:
-        while len(self._tasks) < self.concurrency:
+    def _pick(self) -> None:
+        """Move the queued jobs the free slots will run into `_picked`."""
+        while len(self._tasks) + len(self._picked) < self.concurrency:
             job = self._next_ready()
             if job is None:
                 return
+            self._picked.append(job)
+
+    def _start_ready(self) -> None:
+        """Start the picked jobs and the queued ones free slots can run (their claims are
+        committed: never call this inside the settle transaction)."""
+        self._pick()
+        picked, self._picked = self._picked, []
+        for job in picked:
             task = asyncio.create_task(self._work(job))
             self._tasks[task] = job
             task.add_done_callback(self._on_done)
@@ -269,8 +292,10 @@ class Delivery:
         self._results.extend(results)
 
     def _busy(self) -> Counter[str]:
-        """Running jobs per target."""
-        return Counter(job[0].target for job in self._tasks.values())
+        """Running (or picked to run) jobs per target."""
+        busy = Counter(job[0].target for job in self._tasks.values())
+        busy.update(job[0].target for job in self._picked)
+        return busy
 
     def _batched(self, ops: list[StoredOp], now: float) -> list[list[StoredOp]]:
         """Claimed ops -> jobs: batchable ops grouped per target, topped up with more due ones."""
