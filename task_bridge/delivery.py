@@ -37,6 +37,7 @@ from aiolimiter import AsyncLimiter
 
 from task_bridge.breaker import Breakers
 from task_bridge.errors import (
+    OutboxError,
     PermanentDeliveryError,
     TemplateError,
     TransientDeliveryError,
@@ -355,12 +356,20 @@ class Delivery:
 
     async def _drain(self) -> None:
         """Hand back the queued jobs, let in-flight requests finish (bounded), then commit what
-        they learned (G7)."""
+        they learned (G7). With the outbox gone nothing they learn can be stored, and (shared)
+        another bridge may be sending their ops by now: they are cancelled at once."""
         queued, self._ready = list(self._ready), deque()
         self._hand_back(queued, error=None)
         if self._tasks:
-            log(self.log, logging.INFO, "delivery.draining", inflight=len(self._tasks))
-            _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
+            grace = self.shutdown_grace if self._outbox_reachable() else 0.0
+            log(
+                self.log,
+                logging.INFO,
+                "delivery.draining",
+                inflight=len(self._tasks),
+                grace_s=grace,  # 0: the outbox is gone
+            )
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
                 job = self._tasks.get(task, [])
                 task.cancel()
@@ -368,6 +377,14 @@ class Delivery:
             if pending:
                 await asyncio.wait(pending)
         self._commit_results()
+
+    def _outbox_reachable(self) -> bool:
+        """Whether the outbox answers a read (results could still be stored)."""
+        try:
+            self.outbox.next_due_at()
+        except OutboxError:
+            return False
+        return True
 
     # -- one operation -------------------------------------------------------------------------
 
