@@ -12,7 +12,10 @@ local queue (not for rate-limited targets, whose pace the cap keeps). A request 
 starts the next queued job at once, and results are committed together with the next claim in
 one outbox transaction when the queue runs low (or a result has waited SETTLE_AFTER_S), so the
 outbox is written once per several ops at high load and at once at low load. Queued jobs are
-`inflight` like started ones; a breaker that opens or a shutdown hands them back unsent.
+`inflight` like started ones; a breaker that opens or a shutdown hands them back unsent. A job
+starts only once its claim is committed: a claim whose commit failed was never this bridge's.
+With the outbox gone (connection lost), in-flight requests are cancelled at once: nothing they
+learn could be stored, and a bridge sharing the outbox may take their ops over.
 
 Batching: when a claimed op can be batched by its target (`batch_ops`, `max_batch`: see
 `targets.base`), more due ops of that kind are claimed for the same target and sent in one
