@@ -140,14 +140,18 @@ def _take_over(url: str, hold: float = 0.0) -> PostgresOutbox:
 
 
 def _deliver(outbox: PostgresOutbox, fake: FakeFragment, ops: int) -> None:
+    """Run a bridge on `outbox` until `ops` are delivered (watched through an outbox of the
+    test's own: an outbox instance belongs to one thread)."""
     bridge = _Bridge(outbox, fake).start()
+    watch = PostgresOutbox(f"{outbox.dsn}?schema={outbox.schema}")
     try:
         wait_until(
-            lambda: bridge.stopped or outbox.counts()["delivered"] >= ops,
+            lambda: bridge.stopped or watch.counts()["delivered"] >= ops,
             timeout=60,
             message=f"{ops} ops delivered",
         )
     finally:
+        watch.close()
         bridge.stop()
     assert bridge.error is None, bridge.error
 
