@@ -41,6 +41,9 @@ from task_bridge.upkeep import Upkeep
 GC_THRESHOLDS = (10_000, 10, 10)  # gen0 700 -> 10k; 50k was as fast but kept ~30 MB more garbage
 SWITCH_INTERVAL_S = 0.0005  # Python's default: 5 ms
 RECLAIM_INTERVAL_S = 3.0  # how soon a bridge takes over a dead one's inflight ops
+TAKEOVER_MARGIN_S = 2.0
+"""How long, besides a request's timeout, a bridge whose outbox connection is cut may go on
+sending before it finds out (its delivery loop touches the outbox at least once a second)."""
 
 
 def build_targets(config: BridgeConfig, deps: TargetDeps) -> dict[str, Target]:
@@ -119,7 +122,17 @@ def tune_threads() -> None:
 def open_configured_outbox(
     loaded: LoadedConfig, write_lock: threading.Lock | None = None
 ) -> Outbox:
-    return open_outbox(loaded.config.outbox.url.get_secret_value(), loaded.base_dir, write_lock)
+    config = loaded.config
+    url = config.outbox.url.get_secret_value()
+    return open_outbox(url, loaded.base_dir, write_lock, takeover_hold(config))
+
+
+def takeover_hold(config: BridgeConfig) -> float:
+    """Seconds the ops a dead claimer of a shared outbox had in flight wait before another
+    bridge sends them: the longest request timeout and the time a bridge cut off from the
+    outbox takes to stop (see `outbox.postgres`)."""
+    timeouts = [t.timeout for t in config.targets.values() if t.timeout is not None]
+    return max([config.delivery.timeout, *timeouts]) + TAKEOVER_MARGIN_S
 
 
 def make_client(config: BridgeConfig) -> httpx.AsyncClient:

@@ -12,7 +12,11 @@ local queue (not for rate-limited targets, whose pace the cap keeps). A request 
 starts the next queued job at once, and results are committed together with the next claim in
 one outbox transaction when the queue runs low (or a result has waited SETTLE_AFTER_S), so the
 outbox is written once per several ops at high load and at once at low load. Queued jobs are
-`inflight` like started ones; a breaker that opens or a shutdown hands them back unsent.
+`inflight` like started ones; a breaker that opens or a shutdown hands them back unsent. A job
+starts only once its claim is committed (the settle's unit returns after its commit): a claim
+whose commit failed was never this bridge's. With the outbox gone (connection lost), in-flight
+requests are cancelled at once: nothing they learn could be stored, and a bridge sharing the
+outbox may take their ops over.
 
 Batching: when a claimed op can be batched by its target (`batch_ops`, `max_batch`: see
 `targets.base`), more due ops of that kind are claimed for the same target and sent in one
@@ -43,6 +47,7 @@ from aiolimiter import AsyncLimiter
 from task_bridge.breaker import Breakers
 from task_bridge.delivery_claims import ClaimPlan, batch_specs, settle
 from task_bridge.errors import (
+    OutboxError,
     PermanentDeliveryError,
     TemplateError,
     TransientDeliveryError,
@@ -320,12 +325,20 @@ class Delivery:
 
     async def _drain(self) -> None:
         """Hand back the queued jobs, let in-flight requests finish (bounded), then commit what
-        they learned (G7)."""
+        they learned (G7). With the outbox gone nothing they learn can be stored, and (shared)
+        another bridge may be sending their ops by now: they are cancelled at once."""
         queued, self._ready = list(self._ready), deque()
         self._hand_back(queued, error=None)
         if self._tasks:
-            log(self.log, logging.INFO, "delivery.draining", inflight=len(self._tasks))
-            _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
+            grace = self.shutdown_grace if await self._outbox_reachable() else 0.0
+            log(
+                self.log,
+                logging.INFO,
+                "delivery.draining",
+                inflight=len(self._tasks),
+                grace_s=grace,  # 0: the outbox is gone
+            )
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
                 job = self._tasks.get(task, [])
                 task.cancel()
@@ -333,6 +346,14 @@ class Delivery:
             if pending:
                 await asyncio.wait(pending)
         await self._commit_results()
+
+    async def _outbox_reachable(self) -> bool:
+        """Whether the outbox answers a read (results could still be stored)."""
+        try:
+            await self.outbox.next_due_at()
+        except OutboxError:
+            return False
+        return True
 
     # -- one operation -------------------------------------------------------------------------
 

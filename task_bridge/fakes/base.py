@@ -3,7 +3,8 @@
 A fake is a `FakeApi` subclass implementing `route()`. Faults are matched in order against each
 request; a fault may delay it, answer a status instead of applying it, or apply it and drop the
 connection without answering (the ambiguous case clients must survive). Every request is recorded
-in the ledger with its arrival time, what was answered and whether it was applied.
+in the ledger with its arrival time, the client's TCP port, what was answered, whether it was
+applied and when it was done.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: JsonBody
+    peer: int | None = None
+    """The client's TCP port (which connection, hence which client process, sent it)."""
 
 
 @dataclass
@@ -240,6 +243,8 @@ class FakeApi:
                     "applied": bool(response and response.applied),
                     "dropped": dropped,
                     "delayed_ms": delayed_ms,
+                    "peer": request.peer,
+                    "done": time.time(),
                 }
             )
 
@@ -337,6 +342,7 @@ def _make_server(host: str, port: int, apis: list[FakeApi]) -> ThreadingHTTPServ
                 parse_qs(parts.query),
                 {k.lower(): v for k, v in self.headers.items()},
                 body,
+                peer=int(self.client_address[1]),
             )
             response = api.handle(request, arrived)
             if response is None:

@@ -65,13 +65,20 @@ def sqlite_path(url: str, base_dir: Path) -> tuple[str, str]:
     return str(path), synchronous
 
 
-def open_outbox(url: str, base_dir: Path, write_lock: threading.Lock | None = None) -> Outbox:
+def open_outbox(
+    url: str,
+    base_dir: Path,
+    write_lock: threading.Lock | None = None,
+    takeover_hold: float = 0.0,
+) -> Outbox:
     """Open (creating it and its parent directories if needed) the outbox named by `url`.
     SQLite instances in one process that share `write_lock` queue their writes on it
-    (Postgres instances queue on a lock in the database)."""
+    (Postgres instances queue on a lock in the database). `takeover_hold`: seconds the ops a
+    dead claimer had in flight wait before this bridge sends them (a shared Postgres outbox
+    only: one process owns a SQLite outbox)."""
     if url.startswith(_POSTGRES_SCHEMES):
         from task_bridge.outbox.postgres import PostgresOutbox
 
-        return PostgresOutbox(url)
+        return PostgresOutbox(url, takeover_hold)
     path, synchronous = sqlite_path(url, base_dir)
     return SqliteOutbox(path, synchronous, write_lock)

@@ -19,6 +19,13 @@ on the op id, G2), and it delivers what the dead one left undelivered.
   seconds): a surviving bridge takes over a dead one's in-flight work. An op the dead bridge
   had sent but not yet recorded is sent again: at-least-once across a crash, exactly as with
   SQLite; creates stay single through the targets' idempotent forms (G3).
+- **A taken-over op waits out its old claimer's request.** The claimer whose lock is free may
+  be a bridge still running with its connection cut, a request for the op still on its way
+  (a bridge stops sending when it finds its outbox gone, but what it has sent stays sent).
+  Sent again at once, the op and the task's next ones could reach the API before that old
+  request, which would then undo them (G4). So a reclaimed op is not due before
+  `takeover_hold` seconds have passed (the app gives the longest request timeout and a
+  margin): by then its old sender has had its answer or given up on it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import random
 import re
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -105,6 +113,12 @@ ON CONFLICT (op_id) DO NOTHING
 """
 
 
+_RECLAIMED = (
+    "status = 'pending', claimed_by = NULL, next_attempt_at = GREATEST(next_attempt_at, %s::float8)"
+)
+"""A dead claimer's op back to pending, due no earlier than the parameter."""
+
+
 def _key32(text: str) -> int:
     """A stable signed 32-bit advisory-lock key for `text`."""
     value = zlib.crc32(text.encode())
@@ -156,8 +170,10 @@ class PostgresOutbox(SqlOutbox):
 
     sql = Statements(POSTGRES, claim_set=f", claimed_by = {POSTGRES.param}")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, takeover_hold: float = 0.0) -> None:
+        """`takeover_hold`: seconds a dead claimer's ops wait before they are due again."""
         self.dsn, self.schema = parse_url(url)
+        self.takeover_hold = takeover_hold
         self.where = f"{redact(self.dsn)} (schema {self.schema})"
         self._write_key = _key32(f"task-bridge:{self.schema}:writes")
         self._claimer_class = _key32(f"task-bridge:{self.schema}:claimers")
@@ -280,11 +296,15 @@ class PostgresOutbox(SqlOutbox):
                 break
         with self._tx() as c:
             c.execute(
-                "UPDATE ops SET status = 'pending', claimed_by = NULL"
-                " WHERE status = 'inflight' AND claimed_by = %s",
-                (key,),
+                f"UPDATE ops SET {_RECLAIMED} WHERE status = 'inflight' AND claimed_by = %s",
+                (self._not_before(), key),
             )
         self._claimer = key
+
+    def _not_before(self) -> float:
+        """When ops taken over from a dead claimer are due at the earliest (without a hold:
+        when they were due)."""
+        return time.time() + self.takeover_hold if self.takeover_hold > 0 else 0.0
 
     def reset_inflight(self) -> int:
         """Crash recovery: only the inflight ops of dead claimers; other bridges are alive."""
@@ -309,8 +329,8 @@ class PostgresOutbox(SqlOutbox):
             if not dead:
                 return 0
             count: int = c.execute(
-                "UPDATE ops SET status = 'pending', claimed_by = NULL WHERE status = 'inflight'"
+                f"UPDATE ops SET {_RECLAIMED} WHERE status = 'inflight'"
                 " AND (claimed_by = ANY(%s::int[]) OR claimed_by IS NULL)",
-                ([key for key in dead if key is not None],),
+                (self._not_before(), [key for key in dead if key is not None]),
             ).rowcount
         return count

@@ -234,9 +234,54 @@ class Workload:
         return False
 
 
+def _version(entry: dict[str, Any], task: str) -> Any:
+    """The version a ledger entry carries for `task` ('close' for a close)."""
+    body = entry["body"]
+    if entry["path"] == "/tasks/batch":
+        return next((i["fields"].get("version") for i in body["items"] if i["uid"] == task), None)
+    if body.get("status") == "DONE":
+        return "close"
+    return body.get("fields", {}).get("version")
+
+
+def _by(run: _Run | None, entry: dict[str, Any]) -> str:
+    """Which bridge sent a request, when, and whether the fake was done with it only after
+    that bridge had ended."""
+    if run is None:
+        return "no bridge running"
+    late = run.ended is not None and entry["done"] > run.ended
+    at = f"+{entry['t'] - run.started:.3f}s"
+    return f"bridge#{run.number} {at}" + (" done after it ended" if late else "")
+
+
 DURABLE = "-c synchronous_commit=on"
 """The workload's commits: the test cluster runs with synchronous_commit=off, where an
 immediate stop loses commits the client saw succeed."""
+
+
+@dataclass
+class _Run:
+    """One bridge process of the campaign: when it ran and how it ended (for the explanation
+    of a problem: which bridge sent a request, and whether the fake applied it afterwards)."""
+
+    number: int
+    proc: BridgeProcess
+    started: float
+    ended: float | None = None
+    """When it was seen dead: exact after a kill, an upper bound after an exit."""
+    end: str = ""
+
+    def finish(self, how: str) -> None:
+        if self.ended is None:
+            self.ended = time.time()
+            self.end = how
+
+    def sent(self, t: float) -> bool:
+        return self.started <= t and (self.ended is None or t <= self.ended)
+
+    def describe(self) -> str:
+        ended = "running" if self.ended is None else f"{self.ended - self.started:.2f}s {self.end}"
+        return f"bridge#{self.number} pid {self.proc.pid} at {self.started:.3f}: {ended}"
 
 
 class Campaign:
@@ -246,6 +291,7 @@ class Campaign:
         self.workdir = workdir
         self.rng = random.Random(seed)
         self.summary = Summary(seed, seconds)
+        self.runs: list[_Run] = []
 
     def run(self) -> Summary:
         with TempCluster() as cluster, FakeFragment(token=TOKEN) as fake:
@@ -283,9 +329,17 @@ rules: rules.yaml
         return path
 
     def _bridge(self, config: Path) -> BridgeProcess:
+        for run in self.runs:  # one bridge at a time, as one supervisor runs it
+            if not run.proc.alive():
+                code = run.proc.proc.returncode if run.proc.proc is not None else None
+                run.finish(f"exit {code}")
+            assert run.ended is not None, f"{run.describe()} still runs"
         proc = BridgeProcess(config, self.workdir / "bridge.log")
         proc.log_level = "info"
-        return proc.start()
+        started = time.time()
+        proc.start()
+        self.runs.append(_Run(len(self.runs), proc, started))
+        return proc
 
     def _disrupt(self, cluster: TempCluster, dsn: str, fake: FakeFragment, config: Path) -> None:
         pause = threading.Event()
@@ -320,6 +374,7 @@ rules: rules.yaml
         fake.clear_faults()
         bridge = self._drain(dsn, bridge, config)
         bridge.terminate()
+        self.runs[-1].finish("SIGTERM")
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = conn.execute("SELECT id, version, status FROM tasks").fetchall()
         # the table is the truth (the workload commits with synchronous_commit=on, so it is
@@ -343,18 +398,37 @@ rules: rules.yaml
                     (uid,),
                 ).fetchall()
                 task = fragment_task_uuid(uid)
-                requests = [
-                    (e["seq"], e["method"], e["path"], e["status"], e["applied"], e["dropped"])
-                    for e in fake.ledger()
-                    if e["uid"] == task or task in json.dumps(e["body"])
+                entries = [
+                    e for e in fake.ledger() if e["uid"] == task or task in json.dumps(e["body"])
                 ]
+                senders = {e["seq"]: self._sender(e["t"]) for e in entries}
+                requests = [
+                    (
+                        e["seq"],
+                        e["method"],
+                        _version(e, task),
+                        e["status"],
+                        e["applied"],
+                        e["dropped"],
+                        f"port {e['peer']}",
+                        _by(senders[e["seq"]], e),
+                    )
+                    for e in entries
+                ]
+                runs = {r.number: r for r in senders.values() if r is not None}
                 self.summary.problems.append(
-                    f"{uid}: source {row}; outbox {ops}; requests {requests}"
+                    f"{uid}: source {row}; outbox {ops}; requests {requests}; bridges"
+                    f" {[r.describe() for r in runs.values()]}"
                 )
+
+    def _sender(self, t: float) -> _Run | None:
+        """The bridge that was running when a request arrived (one runs at a time)."""
+        return next((r for r in self.runs if r.sent(t)), None)
 
     def _kill(self, bridge: BridgeProcess, config: Path) -> BridgeProcess:
         if bridge.alive():
             bridge.kill9()
+            self.runs[-1].finish("kill -9")
             self.summary.kills += 1
         return self._bridge(config)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from task_bridge.app import TAKEOVER_MARGIN_S, open_configured_outbox
+from task_bridge.config import load_config
 from task_bridge.errors import OutboxError, OutboxUnavailable
 from task_bridge.outbox import open_outbox
 from task_bridge.outbox.base import OpResult
@@ -224,3 +228,37 @@ def test_bridges_opening_a_new_shared_outbox_at_once_all_start(pg_dsn: str) -> N
     EXISTS run concurrently raised a unique violation, and one bridge exited at startup)."""
     for round_ in range(5):
         assert _open_together(f"{pg_dsn}?schema=together{round_}", 6) == []
+
+
+def test_ops_taken_over_wait_for_the_longest_request_timeout(pg_dsn: str, tmp_path: Path) -> None:
+    """A bridge's outbox holds the ops it takes over from a dead claimer for the longest
+    request timeout of its config and a margin: the claimer may be a bridge cut off from the
+    outbox whose request is still on its way (G4)."""
+    url = f"{pg_dsn}?schema=held"
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        f"""source:
+  postgres: {{dsn: "{pg_dsn}"}}
+outbox: {{url: "{url}"}}
+delivery: {{timeout: 1500ms}}
+targets:
+  slow: {{kind: fragment, base_url: "http://127.0.0.1:9", token: t, timeout: 4s}}
+  fast: {{kind: fragment, base_url: "http://127.0.0.1:9", token: t}}
+"""
+    )
+    a = PostgresOutbox(url)
+    a.put([make_op(1)], SOURCE, None, now=1.0)
+    assert len(a.claim_due(now=1.0, limit=10)) == 1
+    a.close()
+    b = open_configured_outbox(load_config(path))
+    try:
+        assert isinstance(b, PostgresOutbox)
+        assert b.takeover_hold == 4.0 + TAKEOVER_MARGIN_S
+        before = time.time()
+        wait_until(b.reclaim_orphans, timeout=10, message="the dead claimer's op reclaimed")
+        due = b.next_due_at()
+        assert due is not None and due >= before + b.takeover_hold
+        assert b.claim_due(now=due - 0.1, limit=10) == []
+        assert len(b.claim_due(now=due, limit=10)) == 1
+    finally:
+        b.close()
