@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from task_bridge.app import tune_gc
+from task_bridge.app import tune_process
 from task_bridge.events import format_lsn
 from task_bridge.ingest import Ingest
 from task_bridge.observability import Metrics
@@ -82,7 +82,7 @@ def bridge_ingest_rate(dsn: str, slot: str, rules_yaml: str, changes: int) -> fl
         logger.setLevel(logging.WARNING)
         source = PostgresSource(dsn, slot, PUBLICATION, ["public.bench"], logger=logger)
         ingest = Ingest(source, RuleEngine(ruleset), outbox, logger=logger, metrics=Metrics())
-        tune_gc()  # as `bridge run` does
+        tune_process()  # as `task-bridge run` does
         stop = threading.Event()
         started = time.perf_counter()
         thread = threading.Thread(target=ingest.run, args=(stop,))

@@ -119,6 +119,13 @@ def tune_threads() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+def tune_process() -> None:
+    """What `task-bridge run` tunes once startup's objects exist (they are frozen): the
+    garbage collector and the threads' turns on the GIL. Process-wide: not `App`'s to do."""
+    tune_gc()
+    tune_threads()
+
+
 def open_configured_outbox(
     loaded: LoadedConfig, write_lock: threading.Lock | None = None
 ) -> Outbox:

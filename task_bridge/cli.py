@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from task_bridge.app import App, load_ruleset, open_configured_outbox, tune_gc, tune_threads
+from task_bridge.app import App, load_ruleset, open_configured_outbox, tune_process
 from task_bridge.config import LoadedConfig, load_config
 from task_bridge.durations import parse_duration
 from task_bridge.errors import (
@@ -155,16 +155,10 @@ class RedactingStream(io.TextIOBase):
         return self.inner.isatty()
 
 
-def _tune() -> None:
-    """Process-wide tuning for `run`, once startup's objects exist (they are frozen)."""
-    tune_gc()
-    tune_threads()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     logger = setup_logging(args.log_format, args.log_level, loaded.secrets())
-    app = App(loaded, logger, after_start=_tune)
+    app = App(loaded, logger, after_start=tune_process)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: app.stop(signal.Signals(signum).name))
     try:

@@ -131,7 +131,7 @@ class FragmentTarget(HttpTarget):
         return Delivered(response.status_code, task_uuid, json_body(response))
 
     async def send_batch(self, calls: Sequence[Call]) -> list[Delivered | DeliveryError]:
-        results: list[Delivered | DeliveryError | None] = [None] * len(calls)
+        results: dict[int, Delivered | DeliveryError] = {}
         uuids = [fragment_task_uuid(call.uid) for call in calls]
         encoded: dict[int, str] = {}
         for i, call in enumerate(calls):
@@ -147,7 +147,7 @@ class FragmentTarget(HttpTarget):
                 if isinstance(result, Delivered):
                     result = Delivered(result.http_status, uuids[i], result.response)
                 results[i] = result
-        return [result for result in results if result is not None]
+        return [results[i] for i in range(len(calls))]
 
 
 def _per_item(response: httpx.Response, count: int) -> list[Delivered | DeliveryError]:
