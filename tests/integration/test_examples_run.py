@@ -149,8 +149,10 @@ def _wait_for_tasks(*fakes: FakeApi) -> None:
     )
     wait_until(lambda: len(tickets.tasks()) == 2, timeout=60, message="tickets: claim, incident")
     wait_until(
-        lambda: [_steps(workflow)[s].get("status") for s in ("step-auto", "step-visit")]
-        == ["COMPLETED", "COMPLETED"],
+        lambda: (
+            [_steps(workflow)[s].get("status") for s in ("step-auto", "step-visit")]
+            == ["COMPLETED", "COMPLETED"]
+        ),
         timeout=60,
         message="workflow: automation run, visit step completed",
     )
