@@ -82,6 +82,10 @@ class _Walker:
                 yield from self.sections(child, model)
                 continue
             resolved = self.resolve(prop)
+            for alternative in resolved.get("anyOf", ()):  # `str | Model`: the model's keys too
+                model = self.model_of(alternative)
+                if model is not None:
+                    yield from self.sections(child, model, " (as a mapping)")
             for inner, suffix in (("additionalProperties", ".<name>"), ("items", "[]")):
                 value = resolved.get(inner)
                 if not isinstance(value, dict):

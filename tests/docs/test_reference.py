@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from task_bridge import docgen
 from task_bridge.targets import REGISTRY, TargetKind
@@ -37,20 +38,31 @@ def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     assert docgen.main(["--root", str(tmp_path), "--check"]) == 0
 
 
+class _Shade(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str
+    """Documented."""
+    depth: int = 1
+
+
 class _ProbeConfig(TargetConfigBase):
     kind: Literal["probe"]
     """A target kind for this test."""
     base_url: str = "http://localhost"
     """Where it is."""
     colour: str = "blue"
+    shade: str | _Shade = "light"
+    """A name, or a mapping of its own."""
 
 
 def test_a_key_without_description_stops_the_generation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A config model field without `description=` or docstring is named as undocumented."""
+    """A config model field without `description=` or docstring is named as undocumented, also
+    inside a section that may be written as a plain value instead."""
     monkeypatch.setitem(REGISTRY, "probe", TargetKind("probe", _ProbeConfig, FragmentTarget))
     with pytest.raises(docgen.UndocumentedError) as caught:
         docgen.configuration_page()
-    assert caught.value.keys == ["targets.<name>.colour"]
+    assert caught.value.keys == ["targets.<name>.colour", "targets.<name>.shade.depth"]
 
 
 def test_every_key_of_the_models_is_in_the_page() -> None:
