@@ -17,6 +17,7 @@ MAJOR_TESTS=(
   tests/integration/test_lifecycle.py
   tests/integration/test_values.py
   tests/integration/test_every_type.py
+  tests/integration/test_examples_run.py
   tests/faults
 )
 fetch=()

@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[common], help="checkpoint, slot lag, outbox counts")
 
+    schema = sub.add_parser("schema", help="print the JSON Schema of bridge.yaml or rule files")
+    schema.add_argument(
+        "kind",
+        nargs="?",
+        choices=["config", "rules"],
+        help="config (bridge.yaml) or rules (a rule file); both, keyed so, when omitted",
+    )
+
     fake = sub.add_parser("fake-api", help="serve in-memory fakes of the task APIs")
     fake.add_argument("--port", type=int, default=8080)
     fake.add_argument("--host", default="127.0.0.1")
@@ -293,6 +301,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from task_bridge.schemas import SCHEMA_FILES, schema_for
+
+    kinds = [args.kind] if args.kind else list(SCHEMA_FILES)
+    schemas = {kind: schema_for(kind) for kind in kinds}
+    print(json.dumps(schemas[args.kind] if args.kind else schemas, indent=2))
+    return EXIT_OK
+
+
 def cmd_fake_api(args: argparse.Namespace) -> int:
     from task_bridge.fakes.server import serve_fakes
 
@@ -384,6 +401,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "dry-run": cmd_dry_run,
     "status": cmd_status,
+    "schema": cmd_schema,
     "fake-api": cmd_fake_api,
     "outbox": cmd_outbox,
 }

@@ -40,27 +40,46 @@ from task_bridge.yamlsrc import (
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class OutboxConfig(_Model):
+    """Where operations wait for delivery, with the source's checkpoint."""
+
     url: SecretStr = SecretStr(defaults.OUTBOX_URL)
-    """A Postgres URL holds a password."""
+    """`sqlite:///outbox.db` (relative to bridge.yaml), `sqlite:////abs/path.db`, or
+    `postgresql://user:pass@host/db?schema=task_bridge` (shared by several bridges). A secret:
+    its password never reaches logs."""
     retention: Duration = defaults.RETENTION_S
+    """How long delivered operations are kept before the periodic purge deletes them."""
 
 
 class RetryConfig(_Model):
+    """When a transient failure is tried again, and when the bridge gives up (op `dead`)."""
+
     max_attempts: int = Field(defaults.MAX_ATTEMPTS, ge=1)
+    """Attempts (the first included) before an operation is dead-lettered."""
     initial_backoff: Duration = defaults.INITIAL_BACKOFF_S
+    """Backoff before the second attempt; it doubles each time, with full jitter."""
     max_backoff: Duration = defaults.MAX_BACKOFF_S
+    """Longest wait between two attempts (a `Retry-After` from the API can ask for more)."""
     max_age: Duration = defaults.MAX_AGE_S
+    """An operation still failing this long after it was enqueued is dead-lettered."""
 
 
 class DeliveryConfig(_Model):
+    """How operations are sent to the targets."""
+
     concurrency: int = Field(defaults.CONCURRENCY, ge=1, le=1024)
+    """Requests in flight at once, over all targets (different task UIDs only: one task's
+    operations go one at a time)."""
     timeout: Duration = defaults.TIMEOUT_S
+    """Per-request timeout (a target's own `timeout` overrides it)."""
     shutdown_grace: Duration = defaults.SHUTDOWN_GRACE_S
+    """On SIGTERM/SIGINT, how long in-flight requests may take to finish before the bridge
+    exits anyway (their operations are sent again after the restart)."""
     retry: RetryConfig = RetryConfig()
+    """Backoff and give-up policy for transient failures."""
 
 
 class LimitsConfig(_Model):
@@ -80,13 +99,22 @@ class LimitsConfig(_Model):
 
 
 class BridgeConfig(_Model):
+    """`bridge.yaml`: one source, one outbox, the targets and the rules."""
+
     source: SourceConfig
+    """Where change events come from: exactly one of `postgres` or `kafka`."""
     outbox: OutboxConfig = OutboxConfig()
+    """The durable outbox (SQLite file or Postgres schema)."""
     delivery: DeliveryConfig = DeliveryConfig()
+    """Concurrency, timeouts and retries of delivery."""
     targets: dict[str, TargetConfigBase] = Field(default_factory=dict)
-    """Each value is the model of its `kind` (see `config_model`)."""
+    """Task APIs by the name rules use in `target:`; each one's `kind` picks its other keys
+    (`config_model` types them by the registered kinds)."""
     rules: str | list[dict[str, Any]] = "rules/"
+    """A directory of `*.yaml` rule files (relative to bridge.yaml), one file, or an inline
+    list of rules."""
     limits: LimitsConfig = LimitsConfig()
+    """Bounds on what rules may cost per event."""
 
 
 _MODELS: dict[tuple[type[TargetConfigBase], ...], type[BridgeConfig]] = {}
@@ -103,7 +131,13 @@ def config_model() -> type[BridgeConfig]:
         model = create_model(
             "BridgeConfig",
             __base__=BridgeConfig,
-            targets=(dict[str, tagged], Field(default_factory=dict)),
+            targets=(
+                dict[str, tagged],
+                Field(
+                    default_factory=dict,
+                    description=BridgeConfig.model_fields["targets"].description,
+                ),
+            ),
         )
         _MODELS[configs] = model
     return model

@@ -1,4 +1,4 @@
-"""The rule file format (SPEC section 5) as pydantic models; unknown keys are errors.
+"""The rule file format (docs/rules.md) as pydantic models; unknown keys are errors.
 
 Shorthand accepted, one shape stored: `on: insert` is `on: [insert]`, `table: orders` is
 `table: public.orders`. Template strings are kept as written; `loader` compiles them.
@@ -19,17 +19,25 @@ DEFAULT_SCHEMA: Final = "public"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Action(_Model):
     """One task operation a rule causes: `op` on the task `uid` of `target`."""
 
     op: str = Field(min_length=1)
+    """`create`, `update`, `close`, `upsert`, or an action of the target (`advance`,
+    `complete_step`, `run_automation`, an `http` target's op name)."""
     target: str = Field(min_length=1)
+    """A target's name under `targets:` in bridge.yaml."""
     uid: str = Field(min_length=1)
+    """Template of the task's deterministic id: the same row must always render the same uid
+    (operations of one uid are delivered one at a time, in order)."""
     task: dict[str, Any] | None = None
+    """The payload, every string a template (a lone `{{ expr }}` keeps its type); checked
+    against the target's own schema by `validate`."""
     when: str | None = None
+    """Jinja expression (no braces): this action runs only when it is true."""
     id: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Names this step of the chain; later actions read `steps.<id>.ok/status/response`."""
     on_error: OnError = "retry"
@@ -41,10 +49,16 @@ class Rule(_Model):
     """Which events matter (`table`, `on`, `when`) and what they cause (`actions`)."""
 
     name: str = Field(min_length=1)
+    """Unique name; part of every operation id (renaming a rule gives its events new ids)."""
     table: str = Field(min_length=1)
+    """`schema.table` (a bare name means `public.`); a glob such as `public.*` is allowed;
+    `humanlambdas.<queue>` for completed Human Lambdas tasks."""
     on: list[EventOp] = Field(default_factory=lambda: list(DEFAULT_ON), min_length=1)
+    """Event ops the rule reacts to (one op or a list)."""
     when: str | None = None
+    """Jinja expression (no braces) over the event: the rule fires only when it is true."""
     actions: list[Action]
+    """Task operations to cause, in order (a chain when there are several)."""
 
     @field_validator("name")
     @classmethod

@@ -35,10 +35,15 @@ TOKEN_MARGIN = timedelta(seconds=30)
 
 class CopilotzConfig(TargetConfigBase):
     kind: Literal["copilotz"]
+    """Copilotz: workflow tasks with steps (`advance`), found again by `extId`."""
     base_url: str = DEFAULT_BASE_URL
+    """Copilotz's API base URL."""
     username: str
+    """Login user; the bridge logs in for a bearer token and again when it expires."""
     password: SecretStr
+    """Login password (a secret: use `${COPILOTZ_PASSWORD}`)."""
     namespace: str
+    """Login namespace."""
 
     OPS = frozenset({"create", "upsert", "update", "close", "advance"})
 

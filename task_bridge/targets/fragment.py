@@ -62,9 +62,13 @@ STATUSES = ("TODO", "STARTED", "DONE")
 
 class FragmentConfig(TargetConfigBase):
     kind: Literal["fragment"]
+    """Fragment (onfragment.com): idempotent `PUT /tasks/{uuid}`."""
     base_url: str = DEFAULT_BASE_URL
+    """Fragment's API base URL."""
     token: SecretStr
+    """API token, sent as `Authorization: Bearer` (a secret: use `${FRAGMENT_TOKEN}`)."""
     user_agent: str | None = None
+    """`User-Agent` header to send instead of `task-bridge/<version>`."""
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1000)
     """Most upserts per `PUT /tasks/batch`; 1 turns batching off."""
 

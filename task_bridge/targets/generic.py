@@ -23,24 +23,38 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class HttpOpConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """One operation of a `kind: http` target: the request it makes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     method: Method = "POST"
+    """HTTP method."""
     path: str
+    """Path after `base_url`, a template over `uid`, `op`, `op_id`, `task`, `remote_id`."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers of this operation (values are templates)."""
     body: Any = "{{ task }}"
+    """JSON body, templates allowed; `null` sends none. Default: the action's rendered task."""
     success: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+    """Statuses that mean done. Another 2xx/3xx is a permanent failure; 4xx and 5xx are
+    classified as for every target (transient ones retried)."""
     remote_id: str | None = None
     """Dotted path of the task's id in the response (e.g. `id`, `data.id`)."""
 
 
 class HttpTargetConfig(TargetConfigBase):
     kind: Literal["http"]
+    """Any REST task API, described per operation in `ops`."""
     token: SecretStr | None = None
+    """Sent as `Authorization: <auth_scheme> <token>` (a secret); None: no such header."""
     auth_scheme: str = "Bearer"
+    """Scheme word before the token in `Authorization`."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Headers of every request (credential-looking ones are masked in logs)."""
     idempotency_key: bool = False
+    """Send `Idempotency-Key: <op id>` with every request."""
     ops: dict[str, HttpOpConfig] = Field(min_length=1)
+    """The operations rules may use (`create`, `update`, `close`, any name) and their requests."""
 
     @property
     def supported_ops(self) -> frozenset[str]:

@@ -52,12 +52,17 @@ def release(response: httpx.Response) -> httpx.Response:
 class TargetConfigBase(BaseModel):
     """Keys every target takes, and what `validate` asks of an action of this target."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     kind: str
+    """Which API this is: picks the target's other keys."""
     base_url: str
+    """The API's base URL (no trailing slash needed)."""
     rate_limit: Rate | None = None
+    """Pace requests to this target (e.g. `60/min`; one token per request, shared by all
+    workers) instead of collecting 429s. None: no pacing."""
     timeout: Duration | None = None
+    """Per-request timeout for this target (None: `delivery.timeout`)."""
 
     OPS: ClassVar[frozenset[str]] = frozenset()
     """The ops a rule may send to this kind of target."""

@@ -28,15 +28,21 @@ DEFAULT_POLL_INTERVAL_S = 10.0
 
 class HumanLambdasConfig(TargetConfigBase):
     kind: Literal["humanlambdas"]
+    """Human Lambdas: create-only tasks in a queue; completed tasks can come back as events."""
     base_url: str = DEFAULT_BASE_URL
+    """Human Lambdas' API base URL."""
     token: SecretStr
+    """API token, sent as `Authorization: Token` (a secret)."""
     org: str
+    """Organisation slug in the API paths."""
     queue: str
     """Default queue of created tasks (an action may name another with `task.queue`)."""
     poll_completed: list[str] | bool = False
     """Queues whose completed tasks become events (`true`: the default queue)."""
     poll_interval: Duration = DEFAULT_POLL_INTERVAL_S
+    """How often the completed tasks of each polled queue are read."""
     page_size: int = Field(100, ge=1, le=1000)
+    """Completed tasks read per request while polling."""
 
     def polled_queues(self) -> list[str]:
         if self.poll_completed is True:

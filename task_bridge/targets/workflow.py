@@ -73,13 +73,19 @@ AUTOMATION_KEYS = frozenset({"entity_id", "execution_id", "step_id", "flow_id", 
 
 class WorkflowConfig(TargetConfigBase):
     kind: Literal["workflow"]
+    """An epilot-style workflow engine: `complete_step`, `run_automation`."""
     token: SecretStr
+    """API token, sent as `Authorization: Bearer` (a secret)."""
     entity_url: str | None = None
     """Entity API base (default: base_url)."""
     workflow_url: str | None = None
+    """Workflow executions API base (default: base_url)."""
     automation_url: str | None = None
+    """Automation API base (default: base_url)."""
     poll_interval: Duration = 1.0
+    """How often a started automation's execution is polled."""
     poll_timeout: Duration = 300.0
+    """An automation not terminal after this long marks its step FAILED."""
 
     OPS = frozenset({"complete_step", "run_automation"})
 
